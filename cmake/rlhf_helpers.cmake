@@ -1,0 +1,76 @@
+# Small target helpers in the spirit of abseil's absl_cc_library.
+#
+#   rlhf_cc_library(NAME foo SRCS a.cc HDRS a.h DEPS ... [TORCH])
+#     -> target rlhf_foo (alias rlhf::foo); TORCH links LibTorch and reuses the torch precompiled header.
+#   rlhf_cc_binary(NAME rlhf-foo SRCS main.cc DEPS ...)
+#   rlhf_cc_test(NAME foo_test SRCS foo_test.cc DEPS ... [TORCH])
+#     -> a GoogleTest binary registered with ctest through gtest_discover_tests.
+
+set(RLHF_WARNINGS -Wall -Wextra)
+
+# One precompiled header for torch, built once and reused by every target that asks for it.
+set(RLHF_TORCH_PCH_TARGET "")
+function(_rlhf_torch_pch target)
+  target_link_libraries(${target} PUBLIC ${TORCH_LIBRARIES})
+  # Torch's headers are third-party: keep their warnings out of ours.
+  target_include_directories(${target} SYSTEM PUBLIC ${TORCH_INCLUDE_DIRS})
+  if(NOT RLHF_TORCH_PCH)
+    return()
+  endif()
+  get_property(pch_owner GLOBAL PROPERTY RLHF_TORCH_PCH_OWNER)
+  if(pch_owner)
+    target_precompile_headers(${target} REUSE_FROM ${pch_owner})
+  else()
+    target_precompile_headers(${target} PRIVATE <torch/torch.h>)
+    set_property(GLOBAL PROPERTY RLHF_TORCH_PCH_OWNER ${target})
+  endif()
+endfunction()
+
+function(rlhf_cc_library)
+  cmake_parse_arguments(ARG "TORCH" "NAME" "SRCS;HDRS;DEPS;PRIVATE_DEPS" ${ARGN})
+  set(target rlhf_${ARG_NAME})
+  if(ARG_SRCS)
+    add_library(${target} STATIC ${ARG_SRCS} ${ARG_HDRS})
+    target_compile_options(${target} PRIVATE ${RLHF_WARNINGS})
+    target_include_directories(${target} PUBLIC ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
+    target_link_libraries(${target} PUBLIC ${ARG_DEPS} PRIVATE ${ARG_PRIVATE_DEPS})
+  else()
+    add_library(${target} INTERFACE)
+    target_include_directories(${target} INTERFACE ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
+    target_link_libraries(${target} INTERFACE ${ARG_DEPS})
+  endif()
+  if(ARG_TORCH)
+    _rlhf_torch_pch(${target})
+  endif()
+  add_library(rlhf::${ARG_NAME} ALIAS ${target})
+endfunction()
+
+function(rlhf_cc_binary)
+  cmake_parse_arguments(ARG "TORCH" "NAME" "SRCS;DEPS" ${ARGN})
+  add_executable(${ARG_NAME} ${ARG_SRCS})
+  target_compile_options(${ARG_NAME} PRIVATE ${RLHF_WARNINGS})
+  target_link_libraries(${ARG_NAME} PRIVATE ${ARG_DEPS})
+  if(ARG_TORCH)
+    _rlhf_torch_pch(${ARG_NAME})
+  endif()
+endfunction()
+
+function(rlhf_cc_test)
+  if(NOT RLHF_BUILD_TESTS)
+    return()
+  endif()
+  cmake_parse_arguments(ARG "TORCH" "NAME;TIMEOUT" "SRCS;DEPS;LABELS" ${ARGN})
+  add_executable(${ARG_NAME} ${ARG_SRCS})
+  target_compile_options(${ARG_NAME} PRIVATE ${RLHF_WARNINGS})
+  target_link_libraries(${ARG_NAME} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
+  if(ARG_TORCH)
+    _rlhf_torch_pch(${ARG_NAME})
+  endif()
+  if(NOT ARG_TIMEOUT)
+    set(ARG_TIMEOUT 300)
+  endif()
+  gtest_discover_tests(${ARG_NAME}
+    DISCOVERY_TIMEOUT 60
+    PROPERTIES TIMEOUT ${ARG_TIMEOUT} LABELS "${ARG_LABELS}"
+               ENVIRONMENT "RLHF_SOURCE_DIR=${PROJECT_SOURCE_DIR};RLHF_DATA_DIR=${RLHF_DATA_DIR}")
+endfunction()

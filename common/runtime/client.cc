@@ -1,0 +1,99 @@
+#include "common/runtime/client.h"
+
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/support/client_interceptor.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/runtime/status_util.h"
+#include "common/util/file_util.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+
+namespace rlhf::runtime {
+namespace {
+
+// Adds `authorization: Bearer <token>` to every call of a channel (plaintext or TLS alike).
+class BearerTokenInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  explicit BearerTokenInterceptor(const std::string* header) : header_(header) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+      methods->GetSendInitialMetadata()->emplace("authorization", *header_);
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const std::string* header_;
+};
+
+class BearerTokenInterceptorFactory final : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  explicit BearerTokenInterceptorFactory(const std::string& token) : header_(absl::StrCat("Bearer ", token)) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(grpc::experimental::ClientRpcInfo* /*info*/) override {
+    return new BearerTokenInterceptor(&header_);
+  }
+
+ private:
+  std::string header_;
+};
+
+absl::StatusOr<std::string> ReadOptionalFile(const std::string& path) {
+  if (path.empty()) return std::string();
+  return util::ReadFile(path);
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ClientOptions& options) {
+  if (options.target.empty()) return absl::InvalidArgumentError("client target address is empty");
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  if (!options.tls_ca_file.empty() || !options.tls_cert_file.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    auto ca = ReadOptionalFile(options.tls_ca_file);
+    auto cert = ReadOptionalFile(options.tls_cert_file);
+    auto key = ReadOptionalFile(options.tls_key_file);
+    for (const auto* status : {&ca.status(), &cert.status(), &key.status()}) {
+      if (!status->ok()) return *status;
+    }
+    ssl.pem_root_certs = *ca;
+    ssl.pem_cert_chain = *cert;
+    ssl.pem_private_key = *key;
+    credentials = grpc::SslCredentials(ssl);
+  } else {
+    credentials = grpc::InsecureChannelCredentials();
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(options.max_message_bytes);
+  args.SetMaxSendMessageSize(options.max_message_bytes);
+  if (!options.load_balancing_policy.empty()) args.SetLoadBalancingPolicyName(options.load_balancing_policy);
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;
+  if (!options.bearer_token.empty()) {
+    interceptors.push_back(std::make_unique<BearerTokenInterceptorFactory>(options.bearer_token));
+  }
+  return grpc::experimental::CreateCustomChannelWithInterceptors(options.target, credentials, args,
+                                                                 std::move(interceptors));
+}
+
+std::unique_ptr<grpc::ClientContext> ContextWithTimeout(absl::Duration timeout) {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  return context;
+}
+
+absl::StatusOr<HealthState> CheckHealth(grpc::Channel& channel, const std::string& service,
+                                        absl::Duration timeout) {
+  auto stub = grpc::health::v1::Health::NewStub(std::shared_ptr<grpc::Channel>(&channel, [](grpc::Channel*) {}));
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  auto context = ContextWithTimeout(timeout);
+  const grpc::Status status = stub->Check(context.get(), request, &response);
+  if (status.error_code() == grpc::StatusCode::NOT_FOUND) return HealthState::kUnknownService;
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? HealthState::kServing
+                                                                               : HealthState::kNotServing;
+}
+
+}  // namespace rlhf::runtime

@@ -1,0 +1,28 @@
+// Whole-file I/O with durable, atomic replacement.
+#ifndef RLHF_COMMON_UTIL_FILE_UTIL_H_
+#define RLHF_COMMON_UTIL_FILE_UTIL_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace rlhf::util {
+
+// Reads a whole file. NotFound when it does not exist; the message names the path and the OS error.
+absl::StatusOr<std::string> ReadFile(const std::string& path);
+
+// Replaces `path` with `contents` atomically: writes `path.tmp.<pid>.<n>`, fsyncs it, renames it over `path` and
+// fsyncs the folder, so a reader sees either the old file or the whole new one, also after a crash.
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents);
+
+// fsyncs a directory so that renames inside it are durable.
+absl::Status SyncDirectory(const std::string& dir);
+
+// Creates `dir` and its parents (like `mkdir -p`).
+absl::Status MakeDirectories(const std::string& dir);
+
+}  // namespace rlhf::util
+
+#endif  // RLHF_COMMON_UTIL_FILE_UTIL_H_
