@@ -130,11 +130,11 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(c
       ASSIGN_OR_RETURN(client_ca, ReadPem(options.client_ca_file, "tls_client_ca_file"));
     }
     grpc_ssl_pem_key_cert_pair pair{key.c_str(), cert.c_str()};
-    creds = grpc_ssl_server_credentials_create_ex(
-        client_ca.empty() ? nullptr : client_ca.c_str(), &pair, 1,
-        client_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
-                          : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY,
-        nullptr);
+    creds = grpc_ssl_server_credentials_create_ex(client_ca.empty() ? nullptr : client_ca.c_str(), &pair, 1,
+                                                  client_ca.empty()
+                                                      ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                                      : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY,
+                                                  nullptr);
     if (creds == nullptr) return absl::InvalidArgumentError("TLS credentials could not be created from the PEM files");
   } else if (!options.client_ca_file.empty()) {
     return absl::InvalidArgumentError("--tls_client_ca_file needs --tls_cert_file and --tls_key_file");

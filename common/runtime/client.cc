@@ -4,6 +4,8 @@
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/client_interceptor.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/runtime/status_util.h"
 #include "common/util/file_util.h"
@@ -17,8 +19,7 @@ class BearerTokenInterceptor final : public grpc::experimental::Interceptor {
  public:
   explicit BearerTokenInterceptor(const std::string* header) : header_(header) {}
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
-    if (methods->QueryInterceptionHookPoint(
-            grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+    if (methods->QueryInterceptionHookPoint(grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
       methods->GetSendInitialMetadata()->emplace("authorization", *header_);
     }
     methods->Proceed();
@@ -68,6 +69,14 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ClientOptions& 
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
   if (!options.load_balancing_policy.empty()) args.SetLoadBalancingPolicyName(options.load_balancing_policy);
+  if (options.max_reconnect_backoff > absl::ZeroDuration()) {
+    const int backoff_ms = static_cast<int>(absl::ToInt64Milliseconds(options.max_reconnect_backoff));
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, std::min(backoff_ms, 1000));
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, std::min(backoff_ms, 1000));
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, backoff_ms);
+    // A private subchannel pool, so that this channel does not inherit another channel's backoff state.
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  }
   std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;
   if (!options.bearer_token.empty()) {
     interceptors.push_back(std::make_unique<BearerTokenInterceptorFactory>(options.bearer_token));
@@ -82,8 +91,7 @@ std::unique_ptr<grpc::ClientContext> ContextWithTimeout(absl::Duration timeout) 
   return context;
 }
 
-absl::StatusOr<HealthState> CheckHealth(grpc::Channel& channel, const std::string& service,
-                                        absl::Duration timeout) {
+absl::StatusOr<HealthState> CheckHealth(grpc::Channel& channel, const std::string& service, absl::Duration timeout) {
   auto stub = grpc::health::v1::Health::NewStub(std::shared_ptr<grpc::Channel>(&channel, [](grpc::Channel*) {}));
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(service);
@@ -93,7 +101,7 @@ absl::StatusOr<HealthState> CheckHealth(grpc::Channel& channel, const std::strin
   if (status.error_code() == grpc::StatusCode::NOT_FOUND) return HealthState::kUnknownService;
   if (!status.ok()) return FromGrpcStatus(status);
   return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? HealthState::kServing
-                                                                               : HealthState::kNotServing;
+                                                                             : HealthState::kNotServing;
 }
 
 }  // namespace rlhf::runtime

@@ -27,6 +27,8 @@ struct ClientOptions {
   std::string load_balancing_policy;
   // Largest message in either direction, in bytes.
   int max_message_bytes = 64 << 20;
+  // Longest wait between reconnection attempts to an unreachable server; zero keeps gRPC's default (120 s).
+  absl::Duration max_reconnect_backoff = absl::ZeroDuration();
 };
 
 // A channel for `options`. InvalidArgument for an empty target or unreadable PEM files.

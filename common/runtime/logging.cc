@@ -37,10 +37,10 @@ class JsonFormatter final : public spdlog::formatter {
     char ts[32];
     std::strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm_utc);
     const auto level = spdlog::level::to_string_view(msg.level);
-    std::string line = absl::StrFormat(
-        "{\"ts\":\"%s.%06dZ\",\"level\":\"%s\",\"logger\":\"%s\",\"msg\":\"%s\"}\n", ts, micros,
-        std::string(level.data(), level.size()), JsonEscape(std::string(msg.logger_name.data(), msg.logger_name.size())),
-        JsonEscape(std::string(msg.payload.data(), msg.payload.size())));
+    std::string line = absl::StrFormat("{\"ts\":\"%s.%06dZ\",\"level\":\"%s\",\"logger\":\"%s\",\"msg\":\"%s\"}\n", ts,
+                                       micros, std::string(level.data(), level.size()),
+                                       JsonEscape(std::string(msg.logger_name.data(), msg.logger_name.size())),
+                                       JsonEscape(std::string(msg.payload.data(), msg.payload.size())));
     dest.append(line.data(), line.data() + line.size());
   }
   std::unique_ptr<spdlog::formatter> clone() const override { return std::make_unique<JsonFormatter>(); }
@@ -61,11 +61,21 @@ std::string JsonEscape(const std::string& text) {
   out.reserve(text.size() + 8);
   for (const char c : text) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           out += absl::StrFormat("\\u%04x", static_cast<int>(c));
@@ -91,8 +101,8 @@ absl::Status ParseLogFormat(const std::string& name, LogFormat* format) {
 absl::Status InitLogging(const LoggingOptions& options) {
   const auto level = spdlog::level::from_str(options.level);
   if (level == spdlog::level::off && options.level != "off") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "log level '", options.level, "' is not one of: trace, debug, info, warn, error, critical, off"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("log level '", options.level, "' is not one of: trace, debug, info, warn, error, critical, off"));
   }
   std::lock_guard<std::mutex> lock(LoggingMutex());
   CurrentOptions() = options;

@@ -78,8 +78,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
       server->metrics_port_ = ports.empty() ? 0 : ports.front();
     } catch (const std::exception& e) {
       server->server_->Shutdown();
-      return absl::UnavailableError(
-          absl::StrCat("cannot serve /metrics on ", options.metrics_address, ": ", e.what()));
+      return absl::UnavailableError(absl::StrCat("cannot serve /metrics on ", options.metrics_address, ": ", e.what()));
     }
   }
   logger->info("serving service={} grpc_port={} metrics_port={} tls={} auth={} max_message_bytes={}", options.name,

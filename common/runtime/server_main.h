@@ -27,10 +27,10 @@ struct ServiceContext {
 
 // Describes one service binary.
 struct ServiceBinary {
-  std::string name;         // component name, e.g. "reward-scoring"
-  std::string description;  // one line for --help
-  int default_port = 50051;          // gRPC port when --listen_address is not given
-  int default_metrics_port = 9464;   // /metrics port when --metrics_address is not given
+  std::string name;                 // component name, e.g. "reward-scoring"
+  std::string description;          // one line for --help
+  int default_port = 50051;         // gRPC port when --listen_address is not given
+  int default_metrics_port = 9464;  // /metrics port when --metrics_address is not given
   // Creates the services once flags are parsed and logging is set up. An error ends the process with exit code 1.
   std::function<absl::StatusOr<std::vector<OwnedService>>(const ServiceContext&)> create;
   // Called after the server stopped taking calls (e.g. to stop an engine thread); may be empty.

@@ -1,15 +1,15 @@
 #include "tests/testing/test_util.h"
 
 #include <arpa/inet.h>
+#include <grpcpp/alarm.h>
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
 
 #include <cstdlib>
-#include <grpcpp/alarm.h>
-#include <grpcpp/generic/generic_stub.h>
-#include <grpcpp/grpcpp.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -71,9 +71,8 @@ class EchoReactor final : public grpc::ServerGenericBidiReactor {
     if (context_->method() == kEchoMethod) {
       StartWriteAndFinish(&request_, grpc::WriteOptions(), grpc::Status::OK);
     } else if (context_->method() == kSlowMethod) {
-      alarm_.Set(std::chrono::system_clock::now() + std::chrono::milliseconds(slow_ms_), [this](bool) {
-        StartWriteAndFinish(&request_, grpc::WriteOptions(), grpc::Status::OK);
-      });
+      alarm_.Set(std::chrono::system_clock::now() + std::chrono::milliseconds(slow_ms_),
+                 [this](bool) { StartWriteAndFinish(&request_, grpc::WriteOptions(), grpc::Status::OK); });
     } else {
       Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, context_->method()));
     }
@@ -94,8 +93,8 @@ grpc::ServerGenericBidiReactor* EchoService::CreateReactor(grpc::GenericCallback
   return new EchoReactor(context, slow_ms_);
 }
 
-grpc::Status CallRaw(grpc::Channel& channel, const std::string& method, const std::string& request,
-                     std::string* reply, int timeout_ms, const std::string& bearer_token) {
+grpc::Status CallRaw(grpc::Channel& channel, const std::string& method, const std::string& request, std::string* reply,
+                     int timeout_ms, const std::string& bearer_token) {
   grpc::GenericStub stub(std::shared_ptr<grpc::Channel>(&channel, [](grpc::Channel*) {}));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));

@@ -33,8 +33,8 @@ inline constexpr char kEchoMethod[] = "/rlhf.test.Echo/Echo";
 inline constexpr char kSlowMethod[] = "/rlhf.test.Echo/Slow";
 
 // Calls a method of EchoService (or any unary method) with raw bytes; returns the reply bytes.
-grpc::Status CallRaw(grpc::Channel& channel, const std::string& method, const std::string& request,
-                     std::string* reply, int timeout_ms = 10000, const std::string& bearer_token = "");
+grpc::Status CallRaw(grpc::Channel& channel, const std::string& method, const std::string& request, std::string* reply,
+                     int timeout_ms = 10000, const std::string& bearer_token = "");
 
 }  // namespace rlhf::testing
 

@@ -1,0 +1,57 @@
+// The six service binaries start on the runtime, serve health and /metrics, answer calls they cannot serve yet
+// with UNIMPLEMENTED naming the capability, and drain on SIGTERM with exit code 0.
+#include <string>
+
+#include "common/runtime/client.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "rlhf/v1/generation.grpc.pb.h"
+#include "rlhf/v1/reward.grpc.pb.h"
+#include "tests/testing/test_util.h"
+#include "tools/cli/local_services.h"
+
+namespace rlhf::cli {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(ServiceBinaries, StartServeHealthAndMetricsAndStopCleanly) {
+  std::vector<LocalService> services = SuiteServices(RLHF_BINARY_DIR);
+  ASSERT_EQ(services.size(), 6u);
+  const std::string log_dir = rlhf::testing::MakeTempDir("services");
+  ASSERT_TRUE(StartLocalServices(services, log_dir, absl::Seconds(60)).ok());
+
+  for (const auto& service : services) {
+    auto metrics = rlhf::testing::HttpGet(service.metrics_port, "/metrics");
+    ASSERT_TRUE(metrics.ok()) << service.name << ": " << metrics.status();
+    EXPECT_THAT(*metrics, HasSubstr("rlhf_build_info{service=\"" + service.name + "\""));
+    // The health checks StartLocalServices made are counted.
+    EXPECT_THAT(*metrics, HasSubstr("rlhf_rpc_requests_total{code=\"OK\",method=\"/grpc.health.v1.Health/Check\""));
+  }
+
+  runtime::ClientOptions client;
+  client.target = "127.0.0.1:" + std::to_string(services[2].port);
+  ASSERT_EQ(services[2].name, "reward-scoring");
+  auto channel = runtime::MakeChannel(client);
+  ASSERT_TRUE(channel.ok());
+  auto stub = v1::RewardScoringService::NewStub(*channel);
+  grpc::ClientContext context;
+  v1::ScoreRequest request;
+  v1::ScoreResponse response;
+  const grpc::Status status = stub->Score(&context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_THAT(status.error_message(), HasSubstr("Score is not implemented"));
+  EXPECT_THAT(status.error_message(), HasSubstr("reward-scoring service"));
+
+  EXPECT_TRUE(StopLocalServices(services, absl::Seconds(40)).ok());
+}
+
+TEST(ServiceBinaries, StartFailsClearlyWhenABinaryIsMissing) {
+  std::vector<LocalService> services = SuiteServices("/nonexistent/build");
+  const absl::Status status = StartLocalServices(services, rlhf::testing::MakeTempDir("missing"), absl::Seconds(5));
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("policy-generation: no executable at /nonexistent/build"));
+}
+
+}  // namespace
+}  // namespace rlhf::cli

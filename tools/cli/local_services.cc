@@ -1,0 +1,160 @@
+#include "tools/cli/local_services.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/runtime/client.h"
+
+extern char** environ;
+
+namespace rlhf::cli {
+
+std::vector<LocalService> SuiteServices(const std::string& bin_dir) {
+  auto make = [&](const std::string& name, const std::string& subdir, const std::string& grpc_service) {
+    LocalService service;
+    service.name = name;
+    service.binary = absl::StrCat(bin_dir, "/services/", subdir, "/rlhf-", name);
+    service.grpc_service = grpc_service;
+    return service;
+  };
+  return {
+      make("policy-generation", "policy_generation", "rlhf.v1.PolicyGenerationService"),
+      make("reference-logprob", "reference_logprob", "rlhf.v1.ReferenceLogprobService"),
+      make("reward-scoring", "reward_scoring", "rlhf.v1.RewardScoringService"),
+      make("ppo-trainer", "ppo_trainer", "rlhf.v1.PpoTrainerService"),
+      make("labeling", "labeling", "rlhf.v1.LabelingService"),
+      make("orchestrator", "orchestrator", "rlhf.v1.OrchestratorService"),
+  };
+}
+
+absl::StatusOr<int> PickFreePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return absl::InternalError(absl::StrCat("cannot pick a free port: ", std::strerror(err)));
+  }
+  ::close(fd);
+  return static_cast<int>(ntohs(addr.sin_port));
+}
+
+namespace {
+
+absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, const std::string& log_path) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  // Children start with default signal handling and an empty mask, whatever this process blocks.
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t empty;
+  sigemptyset(&empty);
+  posix_spawnattr_setsigmask(&attr, &empty);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+  std::vector<char*> args;
+  for (const auto& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = -1;
+  const int rc = ::posix_spawn(&pid, args[0], &actions, &attr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) return absl::FailedPreconditionError(absl::StrCat("cannot start ", argv[0], ": ", std::strerror(rc)));
+  return pid;
+}
+
+}  // namespace
+
+absl::Status StartLocalServices(std::vector<LocalService>& services, const std::string& log_dir,
+                                absl::Duration timeout) {
+  for (auto& service : services) {
+    if (::access(service.binary.c_str(), X_OK) != 0) {
+      StopLocalServices(services, absl::Seconds(10)).IgnoreError();
+      return absl::NotFoundError(absl::StrCat(service.name, ": no executable at ", service.binary,
+                                              " (build the project first: tools/test.sh or ninja -C build)"));
+    }
+    auto port = PickFreePort();
+    auto metrics_port = PickFreePort();
+    if (!port.ok() || !metrics_port.ok()) return port.ok() ? metrics_port.status() : port.status();
+    service.port = *port;
+    service.metrics_port = *metrics_port;
+    service.log_path = absl::StrCat(log_dir, "/", service.name, ".log");
+    auto pid = Spawn({service.binary, absl::StrCat("--listen_address=127.0.0.1:", service.port),
+                      absl::StrCat("--metrics_address=127.0.0.1:", service.metrics_port)},
+                     service.log_path);
+    if (!pid.ok()) {
+      StopLocalServices(services, absl::Seconds(10)).IgnoreError();
+      return pid.status();
+    }
+    service.pid = *pid;
+  }
+  const absl::Time deadline = absl::Now() + timeout;
+  for (auto& service : services) {
+    runtime::ClientOptions client;
+    client.target = absl::StrCat("127.0.0.1:", service.port);
+    client.max_reconnect_backoff = absl::Milliseconds(100);
+    while (true) {
+      auto channel = runtime::MakeChannel(client);
+      if (!channel.ok()) return channel.status();
+      auto health = runtime::CheckHealth(**channel, service.grpc_service, absl::Seconds(1));
+      if (health.ok() && *health == runtime::HealthState::kServing) break;
+      int wait_status = 0;
+      if (::waitpid(service.pid, &wait_status, WNOHANG) == service.pid) {
+        service.pid = -1;
+        StopLocalServices(services, absl::Seconds(10)).IgnoreError();
+        return absl::UnavailableError(absl::StrCat(service.name, " exited during start-up; see ", service.log_path));
+      }
+      if (absl::Now() > deadline) {
+        StopLocalServices(services, absl::Seconds(10)).IgnoreError();
+        return absl::DeadlineExceededError(absl::StrCat(service.name, " did not report SERVING within ",
+                                                        absl::FormatDuration(timeout), "; see ", service.log_path));
+      }
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StopLocalServices(std::vector<LocalService>& services, absl::Duration timeout) {
+  for (auto& service : services) {
+    if (service.pid > 0) ::kill(service.pid, SIGTERM);
+  }
+  std::string failures;
+  const absl::Time deadline = absl::Now() + timeout;
+  for (auto& service : services) {
+    if (service.pid <= 0) continue;
+    int wait_status = 0;
+    pid_t done = 0;
+    while ((done = ::waitpid(service.pid, &wait_status, WNOHANG)) == 0 && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    if (done != service.pid) {
+      ::kill(service.pid, SIGKILL);
+      ::waitpid(service.pid, &wait_status, 0);
+      absl::StrAppend(&failures, " ", service.name, " (killed after ", absl::FormatDuration(timeout), ")");
+    } else if (!WIFEXITED(wait_status) || WEXITSTATUS(wait_status) != 0) {
+      absl::StrAppend(&failures, " ", service.name, " (exit status ", wait_status, ")");
+    }
+    service.pid = -1;
+  }
+  if (!failures.empty()) return absl::InternalError(absl::StrCat("services did not stop cleanly:", failures));
+  return absl::OkStatus();
+}
+
+}  // namespace rlhf::cli

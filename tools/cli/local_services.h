@@ -1,0 +1,42 @@
+// Starts the suite's service binaries as child processes on loopback, for the embedded mode of `rlhf run`.
+#ifndef RLHF_TOOLS_CLI_LOCAL_SERVICES_H_
+#define RLHF_TOOLS_CLI_LOCAL_SERVICES_H_
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace rlhf::cli {
+
+struct LocalService {
+  std::string name;          // e.g. "reward-scoring"
+  std::string binary;        // path of the executable
+  std::string grpc_service;  // full name health reports, e.g. "rlhf.v1.RewardScoringService"
+  int port = 0;
+  int metrics_port = 0;
+  pid_t pid = -1;
+  std::string log_path;
+};
+
+// The six services of the suite, with binaries looked up in `bin_dir`.
+std::vector<LocalService> SuiteServices(const std::string& bin_dir);
+
+// Picks a free loopback TCP port.
+absl::StatusOr<int> PickFreePort();
+
+// Starts each service on 127.0.0.1 with free ports, logs to `log_dir/<name>.log`, then waits until each reports
+// SERVING over grpc.health.v1 (up to `timeout`). On any failure stops what it started and names the service.
+absl::Status StartLocalServices(std::vector<LocalService>& services, const std::string& log_dir,
+                                absl::Duration timeout);
+
+// SIGTERM to each started service, then waits up to `timeout` for each to exit; returns an error naming any that
+// did not exit 0 (those still running then get SIGKILL).
+absl::Status StopLocalServices(std::vector<LocalService>& services, absl::Duration timeout);
+
+}  // namespace rlhf::cli
+
+#endif  // RLHF_TOOLS_CLI_LOCAL_SERVICES_H_
