@@ -12,6 +12,9 @@ set(RLHF_WARNINGS -Wall -Wextra)
 set(RLHF_TORCH_PCH_TARGET "")
 function(_rlhf_torch_pch target)
   target_link_libraries(${target} PUBLIC ${TORCH_LIBRARIES})
+  # gRPC and abseil bring -pthread (which defines _REENTRANT) to the targets that use them; give it to every torch
+  # target, so that they can all share one precompiled header (GCC refuses a PCH built with other macros).
+  target_compile_options(${target} PUBLIC -pthread)
   # Torch's headers are third-party: keep their warnings out of ours.
   target_include_directories(${target} SYSTEM PUBLIC ${TORCH_INCLUDE_DIRS})
   if(NOT RLHF_TORCH_PCH)

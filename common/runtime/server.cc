@@ -4,11 +4,8 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
 
-#include <exception>
-
 #include "absl/strings/str_cat.h"
 #include "common/runtime/logging.h"
-#include "prometheus/exposer.h"
 #include "prometheus/gauge.h"
 
 #ifndef RLHF_VERSION
@@ -71,15 +68,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   server->SetServing("", true);
 
   if (!options.metrics_address.empty()) {
-    try {
-      server->exposer_ = std::make_unique<prometheus::Exposer>(options.metrics_address);
-      server->exposer_->RegisterCollectable(server->registry_);
-      const auto ports = server->exposer_->GetListeningPorts();
-      server->metrics_port_ = ports.empty() ? 0 : ports.front();
-    } catch (const std::exception& e) {
+    auto metrics_server = MetricsHttpServer::Start(options.metrics_address, server->registry_);
+    if (!metrics_server.ok()) {
       server->server_->Shutdown();
-      return absl::UnavailableError(absl::StrCat("cannot serve /metrics on ", options.metrics_address, ": ", e.what()));
+      return absl::Status(metrics_server.status().code(),
+                          absl::StrCat("cannot serve /metrics: ", metrics_server.status().message()));
     }
+    server->metrics_server_ = *std::move(metrics_server);
+    server->metrics_port_ = server->metrics_server_->port();
   }
   logger->info("serving service={} grpc_port={} metrics_port={} tls={} auth={} max_message_bytes={}", options.name,
                server->port_, server->metrics_port_, !options.security.tls_cert_file.empty(),
@@ -107,7 +103,7 @@ void Server::Shutdown() {
   if (options_.drain_delay > absl::ZeroDuration()) absl::SleepFor(options_.drain_delay);
   server_->Shutdown(absl::ToChronoTime(absl::Now() + options_.shutdown_deadline));
   server_->Wait();
-  exposer_.reset();
+  metrics_server_.reset();
   logger->info("stopped service={}", options_.name);
 }
 

@@ -14,12 +14,9 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/runtime/auth.h"
+#include "common/runtime/metrics_http_server.h"
 #include "common/runtime/rpc_metrics.h"
 #include "prometheus/registry.h"
-
-namespace prometheus {
-class Exposer;
-}
 
 namespace rlhf::runtime {
 
@@ -81,7 +78,7 @@ class Server {
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<RpcMetrics> rpc_metrics_;
   std::unique_ptr<grpc::Server> server_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<MetricsHttpServer> metrics_server_;
   std::vector<std::string> service_names_;
   int port_ = 0;
   int metrics_port_ = 0;

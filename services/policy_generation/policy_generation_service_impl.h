@@ -1,9 +1,14 @@
-// rlhf.v1.PolicyGenerationService: gRPC handlers. Until its engine lands, every method answers UNIMPLEMENTED naming
-// the policy-generation service (batched KV-cached sampling, weight updates).
+// rlhf.v1.PolicyGenerationService: validates requests, converts protobuf <-> engine types, calls the engine,
+// records metrics. The engine (generation_engine.h) owns the model and the batching.
 #ifndef RLHF_SERVICES_POLICY_GENERATION_POLICY_GENERATION_SERVICE_IMPL_H_
 #define RLHF_SERVICES_POLICY_GENERATION_POLICY_GENERATION_SERVICE_IMPL_H_
 
+#include <memory>
+
+#include "common/runtime/worker_thread.h"
+#include "common/serving/engine_metrics.h"
 #include "rlhf/v1/generation.grpc.pb.h"
+#include "services/policy_generation/generation_engine.h"
 
 namespace rlhf::generation {
 
@@ -11,6 +16,9 @@ namespace v1 = ::rlhf::v1;
 
 class PolicyGenerationServiceImpl final : public v1::PolicyGenerationService::CallbackService {
  public:
+  // `engine` must outlive the service. `max_weights_bytes` bounds an UpdateWeights payload.
+  PolicyGenerationServiceImpl(GenerationEngine* engine, serving::EngineMetrics* metrics, int64_t max_weights_bytes);
+
   grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* context, const v1::GenerateRequest* request,
                                      v1::GenerateResponse* response) override;
   grpc::ServerReadReactor<v1::WeightsChunk>* UpdateWeights(grpc::CallbackServerContext* context,
@@ -20,6 +28,15 @@ class PolicyGenerationServiceImpl final : public v1::PolicyGenerationService::Ca
                                                         v1::UpdateWeightsResponse* response) override;
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context, const v1::GetModelInfoRequest* request,
                                          v1::ModelInfo* response) override;
+
+ private:
+  class UpdateWeightsReactor;
+  void FillSwapResponse(const serving::ModelStore::SwapResult& swap, v1::UpdateWeightsResponse* response);
+
+  GenerationEngine* engine_;
+  serving::EngineMetrics* metrics_;
+  int64_t max_weights_bytes_;
+  runtime::WorkerThread loader_;  // weight swaps run here, never on a gRPC thread
 };
 
 }  // namespace rlhf::generation

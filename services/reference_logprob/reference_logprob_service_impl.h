@@ -1,9 +1,11 @@
-// rlhf.v1.ReferenceLogprobService: gRPC handlers. Until its engine lands, every method answers UNIMPLEMENTED naming
-// the reference-logprob service (batched log-probs under the frozen SFT model).
+// rlhf.v1.ReferenceLogprobService: validates, converts protobuf <-> engine types, calls the engine, records
+// metrics. The engine (reference_engine.h) owns the frozen model and the batching.
 #ifndef RLHF_SERVICES_REFERENCE_LOGPROB_REFERENCE_LOGPROB_SERVICE_IMPL_H_
 #define RLHF_SERVICES_REFERENCE_LOGPROB_REFERENCE_LOGPROB_SERVICE_IMPL_H_
 
+#include "common/serving/engine_metrics.h"
 #include "rlhf/v1/reference.grpc.pb.h"
+#include "services/reference_logprob/reference_engine.h"
 
 namespace rlhf::reference {
 
@@ -11,10 +13,17 @@ namespace v1 = ::rlhf::v1;
 
 class ReferenceLogprobServiceImpl final : public v1::ReferenceLogprobService::CallbackService {
  public:
+  // `engine` and `metrics` must outlive the service.
+  ReferenceLogprobServiceImpl(ReferenceEngine* engine, serving::EngineMetrics* metrics);
+
   grpc::ServerUnaryReactor* LogProbs(grpc::CallbackServerContext* context, const v1::LogProbsRequest* request,
                                      v1::LogProbsResponse* response) override;
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context, const v1::GetModelInfoRequest* request,
                                          v1::ModelInfo* response) override;
+
+ private:
+  ReferenceEngine* engine_;
+  serving::EngineMetrics* metrics_;
 };
 
 }  // namespace rlhf::reference

@@ -1,5 +1,5 @@
-// The six service binaries start on the runtime, serve health and /metrics, answer calls they cannot serve yet
-// with UNIMPLEMENTED naming the capability, and drain on SIGTERM with exit code 0.
+// The six service binaries start on the runtime (the model services on a tiny model), serve health and /metrics,
+// answer calls they cannot serve yet with UNIMPLEMENTED naming the capability, and drain on SIGTERM with exit 0.
 #include <string>
 
 #include "common/runtime/client.h"
@@ -8,6 +8,7 @@
 #include "rlhf/v1/generation.grpc.pb.h"
 #include "rlhf/v1/reward.grpc.pb.h"
 #include "tests/testing/test_util.h"
+#include "tests/testing/tiny_model.h"
 #include "tools/cli/local_services.h"
 
 namespace rlhf::cli {
@@ -16,9 +17,10 @@ namespace {
 using ::testing::HasSubstr;
 
 TEST(ServiceBinaries, StartServeHealthAndMetricsAndStopCleanly) {
-  std::vector<LocalService> services = SuiteServices(RLHF_BINARY_DIR);
-  ASSERT_EQ(services.size(), 6u);
   const std::string log_dir = rlhf::testing::MakeTempDir("services");
+  ASSERT_TRUE(rlhf::testing::WriteTinyModel(log_dir + "/model").ok());
+  std::vector<LocalService> services = SuiteServices(RLHF_BINARY_DIR, log_dir + "/model");
+  ASSERT_EQ(services.size(), 6u);
   ASSERT_TRUE(StartLocalServices(services, log_dir, absl::Seconds(60)).ok());
 
   for (const auto& service : services) {
@@ -47,7 +49,7 @@ TEST(ServiceBinaries, StartServeHealthAndMetricsAndStopCleanly) {
 }
 
 TEST(ServiceBinaries, StartFailsClearlyWhenABinaryIsMissing) {
-  std::vector<LocalService> services = SuiteServices("/nonexistent/build");
+  std::vector<LocalService> services = SuiteServices("/nonexistent/build", "/nonexistent/model");
   const absl::Status status = StartLocalServices(services, rlhf::testing::MakeTempDir("missing"), absl::Seconds(5));
   EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(std::string(status.message()), HasSubstr("policy-generation: no executable at /nonexistent/build"));

@@ -18,17 +18,20 @@ extern char** environ;
 
 namespace rlhf::cli {
 
-std::vector<LocalService> SuiteServices(const std::string& bin_dir) {
-  auto make = [&](const std::string& name, const std::string& subdir, const std::string& grpc_service) {
+std::vector<LocalService> SuiteServices(const std::string& bin_dir, const std::string& model_dir) {
+  auto make = [&](const std::string& name, const std::string& subdir, const std::string& grpc_service,
+                  std::vector<std::string> args = {}) {
     LocalService service;
     service.name = name;
     service.binary = absl::StrCat(bin_dir, "/services/", subdir, "/rlhf-", name);
     service.grpc_service = grpc_service;
+    service.args = std::move(args);
     return service;
   };
+  const std::string model_flag = absl::StrCat("--model=", model_dir);
   return {
-      make("policy-generation", "policy_generation", "rlhf.v1.PolicyGenerationService"),
-      make("reference-logprob", "reference_logprob", "rlhf.v1.ReferenceLogprobService"),
+      make("policy-generation", "policy_generation", "rlhf.v1.PolicyGenerationService", {model_flag}),
+      make("reference-logprob", "reference_logprob", "rlhf.v1.ReferenceLogprobService", {model_flag}),
       make("reward-scoring", "reward_scoring", "rlhf.v1.RewardScoringService"),
       make("ppo-trainer", "ppo_trainer", "rlhf.v1.PpoTrainerService"),
       make("labeling", "labeling", "rlhf.v1.LabelingService"),
@@ -95,9 +98,10 @@ absl::Status StartLocalServices(std::vector<LocalService>& services, const std::
     service.port = *port;
     service.metrics_port = *metrics_port;
     service.log_path = absl::StrCat(log_dir, "/", service.name, ".log");
-    auto pid = Spawn({service.binary, absl::StrCat("--listen_address=127.0.0.1:", service.port),
-                      absl::StrCat("--metrics_address=127.0.0.1:", service.metrics_port)},
-                     service.log_path);
+    std::vector<std::string> argv = {service.binary, absl::StrCat("--listen_address=127.0.0.1:", service.port),
+                                     absl::StrCat("--metrics_address=127.0.0.1:", service.metrics_port)};
+    argv.insert(argv.end(), service.args.begin(), service.args.end());
+    auto pid = Spawn(argv, service.log_path);
     if (!pid.ok()) {
       StopLocalServices(services, absl::Seconds(10)).IgnoreError();
       return pid.status();

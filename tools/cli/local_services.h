@@ -20,10 +20,12 @@ struct LocalService {
   int metrics_port = 0;
   pid_t pid = -1;
   std::string log_path;
+  std::vector<std::string> args;  // flags besides the addresses, e.g. --model=DIR
 };
 
-// The six services of the suite, with binaries looked up in `bin_dir`.
-std::vector<LocalService> SuiteServices(const std::string& bin_dir);
+// The six services of the suite, with binaries looked up in `bin_dir`; the policy-generation and reference-logprob
+// services serve the model in `model_dir`.
+std::vector<LocalService> SuiteServices(const std::string& bin_dir, const std::string& model_dir);
 
 // Picks a free loopback TCP port.
 absl::StatusOr<int> PickFreePort();

@@ -4,6 +4,7 @@
 #include <google/protobuf/unknown_field_set.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,6 +17,8 @@
 #include "gtest/gtest.h"
 #include "rlhf/v1/labeling.grpc.pb.h"
 #include "tests/testing/test_util.h"
+
+extern char** environ;
 
 namespace rlhf::runtime {
 namespace {
@@ -210,32 +213,34 @@ TEST(Server, FailsToStartOnBadOptions) {
   EXPECT_EQ(server.status().code(), absl::StatusCode::kUnavailable);
 }
 
-// A child process runs a server the way ServerMain does; SIGTERM arrives while a slow call is in flight: health
-// turns NOT_SERVING, the call completes, the process exits 0.
+// A server process receives SIGTERM while a slow call is in flight: health turns NOT_SERVING, the call completes,
+// the process exits 0.
 TEST(Server, SigtermDrainsInFlightCallsAndExitsZero) {
-  int port_pipe[2];
-  ASSERT_EQ(::pipe(port_pipe), 0);
-  const pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    ::close(port_pipe[0]);
-    BlockTerminationSignals();
-    ServerOptions options = LoopbackOptions();
-    options.metrics_address.clear();
-    options.drain_delay = absl::Milliseconds(500);
-    EchoService echo(1500);
-    auto server = Server::Start(options, {}, nullptr, &echo);
-    if (!server.ok()) ::_exit(3);
-    const int port = (*server)->port();
-    if (::write(port_pipe[1], &port, sizeof(port)) != sizeof(port)) ::_exit(4);
-    WaitForTerminationSignal();
-    (*server)->Shutdown();
-    server->reset();
-    ::_exit(0);
-  }
-  ::close(port_pipe[1]);
+  int out[2];
+  ASSERT_EQ(::pipe(out), 0);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+  posix_spawn_file_actions_addclose(&actions, out[0]);
+  const std::string binary = RLHF_ECHO_SERVER;
+  char* argv[] = {const_cast<char*>(binary.c_str()), const_cast<char*>("500"), nullptr};
+  pid_t child = -1;
+  ASSERT_EQ(::posix_spawn(&child, binary.c_str(), &actions, nullptr, argv, environ), 0);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(out[1]);
+  // Whatever happens below, the child does not outlive the test.
+  struct Reaper {
+    pid_t pid;
+    ~Reaper() {
+      if (pid > 0 && ::waitpid(pid, nullptr, WNOHANG) == 0) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+      }
+    }
+  } reaper{child};
+  FILE* child_out = ::fdopen(out[0], "r");
   int port = 0;
-  ASSERT_EQ(::read(port_pipe[0], &port, sizeof(port)), static_cast<ssize_t>(sizeof(port)));
+  ASSERT_EQ(std::fscanf(child_out, "port=%d", &port), 1);
   ClientOptions client;
   client.target = "127.0.0.1:" + std::to_string(port);
   auto channel = *MakeChannel(client);
@@ -258,6 +263,8 @@ TEST(Server, SigtermDrainsInFlightCallsAndExitsZero) {
   EXPECT_EQ(reply, "in-flight");
   int wait_status = 0;
   ASSERT_EQ(::waitpid(child, &wait_status, 0), child);
+  reaper.pid = -1;
+  std::fclose(child_out);
   ASSERT_TRUE(WIFEXITED(wait_status));
   EXPECT_EQ(WEXITSTATUS(wait_status), 0);
 }

@@ -1,0 +1,46 @@
+// The Prometheus /metrics endpoint: a small HTTP/1.x server that answers GET /metrics with the text exposition of a
+// registry (and GET /healthz with "ok"). One thread, one request per connection, bounded request size and time.
+//
+// Why not prometheus-cpp's Exposer: it runs on civetweb, whose worker threads get a fixed 100 KB stack; in a process
+// that also loads LibTorch, OpenBLAS and glog, the libraries' static thread-local storage alone exceeds that, so
+// civetweb cannot start a thread (pthread_create fails with EINVAL) and the endpoint never comes up. This server
+// uses default-sized threads and stops at once on shutdown.
+#ifndef RLHF_COMMON_RUNTIME_METRICS_HTTP_SERVER_H_
+#define RLHF_COMMON_RUNTIME_METRICS_HTTP_SERVER_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "prometheus/registry.h"
+
+namespace rlhf::runtime {
+
+class MetricsHttpServer {
+ public:
+  // Listens on `address` (host:port; port 0 picks a free one; host may be an IPv4 address, "localhost" or "0.0.0.0")
+  // and serves `registry`. UNAVAILABLE naming the address when it cannot listen, INVALID_ARGUMENT when the address
+  // is malformed.
+  static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(const std::string& address,
+                                                                  std::shared_ptr<prometheus::Registry> registry);
+  ~MetricsHttpServer();  // stops serving and joins the thread
+
+  int port() const { return port_; }
+
+ private:
+  MetricsHttpServer() = default;
+  void Loop();
+  void Serve(int fd);
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  int listen_fd_ = -1;
+  int wake_pipe_[2] = {-1, -1};
+  int port_ = 0;
+  std::thread thread_;
+};
+
+}  // namespace rlhf::runtime
+
+#endif  // RLHF_COMMON_RUNTIME_METRICS_HTTP_SERVER_H_

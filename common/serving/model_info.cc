@@ -1,0 +1,52 @@
+#include "common/serving/model_info.h"
+
+#include "common/model/gpt2.h"
+#include "google/protobuf/util/time_util.h"
+
+namespace rlhf::serving {
+
+void FillModelId(const ServedModel& served, v1::ModelId* id) {
+  id->set_name(served.name);
+  id->set_version(served.version);
+}
+
+void FillModelInfo(const ModelStore& store, v1::ModelRole role, v1::ModelInfo* info) {
+  const std::shared_ptr<const ServedModel> served = store.Current();
+  FillModelId(*served, info->mutable_model_id());
+  const model::Gpt2Config& config = store.config();
+  v1::ModelConfig* c = info->mutable_config();
+  c->set_n_layer(static_cast<int32_t>(config.n_layer));
+  c->set_n_embd(static_cast<int32_t>(config.n_embd));
+  c->set_n_head(static_cast<int32_t>(config.n_head));
+  c->set_n_positions(static_cast<int32_t>(config.n_positions));
+  c->set_vocab_size(static_cast<int32_t>(config.vocab_size));
+  c->set_layer_norm_epsilon(config.layer_norm_epsilon);
+  c->set_resid_pdrop(static_cast<float>(config.resid_pdrop));
+  c->set_embd_pdrop(static_cast<float>(config.embd_pdrop));
+  c->set_attn_pdrop(static_cast<float>(config.attn_pdrop));
+  info->set_parameter_count(served->model->NumParameters());
+  info->set_device(store.device());
+  info->set_dtype(v1::DTYPE_F32);
+  v1::TokenizerInfo* t = info->mutable_tokenizer();
+  t->set_eos_token_id(-1);
+  t->set_pad_token_id(-1);
+  t->set_bos_token_id(-1);
+  if (const tokenizer::Tokenizer* tok = store.tokenizer(); tok != nullptr) {
+    t->set_kind(tok->Kind() == tokenizer::kGpt2BpeKind ? v1::TOKENIZER_KIND_GPT2_BPE : v1::TOKENIZER_KIND_BYTE);
+    t->set_vocab_size(tok->VocabSize());
+    if (tok->EosId()) t->set_eos_token_id(*tok->EosId());
+    if (tok->PadId()) t->set_pad_token_id(*tok->PadId());
+  } else {
+    t->set_kind(v1::TOKENIZER_KIND_UNSPECIFIED);
+    t->set_vocab_size(static_cast<int32_t>(config.vocab_size));
+  }
+  *info->mutable_loaded_at() =
+      google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(served->loaded_at));
+  info->set_source_path(served->source);
+  info->set_role(role);
+  for (const auto& [key, value] : served->metadata) {
+    (*info->mutable_metadata()->mutable_fields())[key].set_string_value(value);
+  }
+}
+
+}  // namespace rlhf::serving

@@ -1,0 +1,99 @@
+// A served model: the current weights of one GPT-2 model with its version, and an atomic swap to new weights.
+// Shared by the generation, reference and reward services. LibTorch-free header.
+#ifndef RLHF_COMMON_SERVING_MODEL_STORE_H_
+#define RLHF_COMMON_SERVING_MODEL_STORE_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/model/gpt2_config.h"
+#include "common/tokenizer/tokenizer.h"
+
+namespace rlhf::model {
+class Gpt2Model;
+}
+
+namespace rlhf::serving {
+
+struct ModelStoreOptions {
+  // Folder in Hugging Face GPT-2 form: config.json, model.safetensors, and optionally the tokenizer's files.
+  std::string model_dir;
+  // Name reported with every result; empty means the folder's last component.
+  std::string model_name;
+  // LibTorch device, e.g. "cpu" or "cuda:0".
+  std::string device = "cpu";
+  // The checkpoint must have a reward head (score.weight): reward models are refused without one.
+  bool require_reward_head = false;
+  // Decode steps with at most this many rows use `mv` on [out, in] weight copies (Gpt2Options::mv_max_batch).
+  int64_t mv_max_batch = 1;
+};
+
+// One immutable version of the served weights. Readers hold a shared_ptr, so a swap never frees weights that a
+// batch in flight still uses.
+struct ServedModel {
+  std::shared_ptr<const model::Gpt2Model> model;
+  std::string name;
+  int64_t version = 1;
+  absl::Time loaded_at;
+  std::string source;                           // checkpoint folder or "UpdateWeights stream"
+  std::map<std::string, std::string> metadata;  // provenance (e.g. the sender's model name and version)
+};
+
+// Holds the current ServedModel and the tokenizer (which never changes: swaps keep the architecture).
+// Thread-safe: Current() from any thread; swaps are serialised.
+class ModelStore {
+ public:
+  // Loads version 1 from options.model_dir. The tokenizer is optional (absent: only token ids are accepted).
+  static absl::StatusOr<std::unique_ptr<ModelStore>> Load(const ModelStoreOptions& options);
+  ~ModelStore();
+
+  std::shared_ptr<const ServedModel> Current() const;
+  // Null when the model folder has no tokenizer files.
+  const tokenizer::Tokenizer* tokenizer() const { return tokenizer_.get(); }
+  const model::Gpt2Config& config() const { return config_; }
+  const std::string& device() const { return options_.device; }
+
+  struct SwapResult {
+    std::shared_ptr<const ServedModel> previous;
+    std::shared_ptr<const ServedModel> current;
+    absl::Duration load_time;
+    int64_t total_bytes = 0;
+  };
+
+  // Loads weights from a checkpoint folder (config.json + model.safetensors) into a new model, and makes it current
+  // with version `target_version` (must exceed the current version, else ABORTED) or current + 1. The config must
+  // match the served architecture (FAILED_PRECONDITION naming the field otherwise); a bad or incomplete checkpoint
+  // is refused and the current model keeps serving.
+  absl::StatusOr<SwapResult> SwapFromDirectory(const std::string& dir, std::optional<int64_t> target_version,
+                                               std::map<std::string, std::string> metadata = {});
+  // The same from a safetensors payload in memory (`source` names it in errors).
+  absl::StatusOr<SwapResult> SwapFromSafetensors(std::string bytes, const std::string& source,
+                                                 std::optional<int64_t> target_version,
+                                                 std::map<std::string, std::string> metadata = {});
+
+ private:
+  explicit ModelStore(const ModelStoreOptions& options) : options_(options) {}
+  absl::StatusOr<SwapResult> Install(std::shared_ptr<model::Gpt2Model> model, const std::string& source,
+                                     std::optional<int64_t> target_version, std::map<std::string, std::string> metadata,
+                                     absl::Time start, int64_t total_bytes);
+
+  ModelStoreOptions options_;
+  model::Gpt2Config config_;
+  std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
+  mutable std::mutex mu_;  // guards current_
+  std::mutex swap_mu_;     // one swap at a time
+  std::shared_ptr<const ServedModel> current_;
+};
+
+// "architecture differs: n_layer is 2 here, 4 in the update" or OK. Dropout rates are ignored.
+absl::Status CheckSameArchitecture(const model::Gpt2Config& served, const model::Gpt2Config& update);
+
+}  // namespace rlhf::serving
+
+#endif  // RLHF_COMMON_SERVING_MODEL_STORE_H_

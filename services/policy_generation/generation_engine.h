@@ -1,0 +1,117 @@
+// The policy-generation engine: one thread owns sampling; requests from concurrent callers are queued and batched
+// (same sampling settings -> one batch); weights are swapped atomically between batches. Knows no gRPC.
+// LibTorch-free header.
+#ifndef RLHF_SERVICES_POLICY_GENERATION_GENERATION_ENGINE_H_
+#define RLHF_SERVICES_POLICY_GENERATION_GENERATION_ENGINE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/model/sampler.h"
+#include "common/runtime/batch_queue.h"
+#include "common/serving/model_store.h"
+
+namespace rlhf::generation {
+
+struct GenerationEngineOptions {
+  serving::ModelStoreOptions model;
+  runtime::BatchQueueOptions queue;  // max_batch_rows counts prompts x samples
+  int64_t max_prompts = 256;         // per request
+  int64_t max_samples = 16;          // per prompt
+  int64_t max_new_tokens = 1024;     // per sample; also bounded by the model's n_positions
+  int64_t max_prompt_tokens = 4096;  // per prompt; also bounded by n_positions
+};
+
+// What to sample. Prompts are token ids (the service edge tokenizes text).
+struct GenerationRequest {
+  std::vector<std::vector<int64_t>> prompts;
+  int64_t num_samples = 1;
+  double temperature = 1.0;  // 0 = greedy
+  int64_t top_k = 0;
+  double top_p = 1.0;
+  int64_t max_new_tokens = 64;
+  std::vector<std::string> stop_strings;
+  std::vector<int64_t> stop_token_ids;
+  bool ignore_eos = false;
+  std::optional<uint64_t> seed;  // absent: a fresh random seed
+  std::optional<int64_t> min_model_version;
+  absl::Time deadline = absl::InfiniteFuture();
+  // Polled by the engine between batches and decode steps; true stops the work for this request.
+  std::function<bool()> cancelled;
+};
+
+struct GeneratedSample {
+  std::vector<int64_t> tokens;
+  std::vector<float> logprobs;  // log softmax(logits / temperature)[token] over the full vocabulary
+  model::FinishReason finish_reason = model::FinishReason::kLength;
+  std::string text;         // decoded response (empty without a tokenizer)
+  std::string stop_string;  // the stop string that ended it, if any
+};
+
+struct GenerationResult {
+  std::string model_name;
+  int64_t model_version = 0;
+  // samples[prompt][sample]
+  std::vector<std::vector<GeneratedSample>> samples;
+  int64_t prompt_tokens = 0;
+  int64_t generated_tokens = 0;
+  absl::Duration queue_time;
+  absl::Duration compute_time;
+};
+
+class GenerationEngine {
+ public:
+  using Callback = std::function<void(absl::StatusOr<GenerationResult>)>;
+  // Called after each batch with its number of rows, tokens generated and compute time (for metrics).
+  using BatchObserver = std::function<void(int64_t rows, int64_t tokens, absl::Duration compute)>;
+
+  static absl::StatusOr<std::unique_ptr<GenerationEngine>> Create(const GenerationEngineOptions& options);
+  ~GenerationEngine();  // stops the engine thread; queued requests get UNAVAILABLE
+
+  // Validates and queues `request`; `done` runs exactly once, on the engine thread (or inline for errors found
+  // before queueing). InvalidArgument naming the field for bad input, RESOURCE_EXHAUSTED when the queue is full,
+  // FAILED_PRECONDITION when min_model_version is above the served version, DEADLINE_EXCEEDED / CANCELLED when the
+  // caller gave up before the work finished.
+  void Submit(GenerationRequest request, Callback done);
+
+  // Stops taking requests, finishes the queued ones, and joins the engine thread. Idempotent.
+  void Shutdown();
+
+  serving::ModelStore& store() { return *store_; }
+  size_t queue_depth() const { return queue_.size(); }
+  void set_batch_observer(BatchObserver observer) { batch_observer_ = std::move(observer); }
+
+ private:
+  struct Job {
+    GenerationRequest request;
+    Callback done;
+    absl::Time enqueued;
+  };
+
+  explicit GenerationEngine(const GenerationEngineOptions& options) : options_(options), queue_(options.queue) {}
+  absl::Status Validate(const GenerationRequest& request) const;
+  void Loop();
+  void RunBatch(std::vector<std::unique_ptr<Job>> jobs);
+
+  GenerationEngineOptions options_;
+  std::unique_ptr<serving::ModelStore> store_;
+  runtime::BatchQueue<std::unique_ptr<Job>> queue_;
+  BatchObserver batch_observer_;
+  std::thread thread_;
+  std::atomic<bool> shut_down_{false};
+};
+
+// Identifies requests that can share a batch (equal sampling settings).
+std::string BatchGroupKey(const GenerationRequest& request);
+
+}  // namespace rlhf::generation
+
+#endif  // RLHF_SERVICES_POLICY_GENERATION_GENERATION_ENGINE_H_

@@ -1,0 +1,112 @@
+#include "services/reference_logprob/reference_engine.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/model/gpt2.h"
+#include "common/util/status_macros.h"
+
+namespace rlhf::reference {
+
+absl::StatusOr<std::unique_ptr<ReferenceEngine>> ReferenceEngine::Create(const ReferenceEngineOptions& options) {
+  std::unique_ptr<ReferenceEngine> engine(new ReferenceEngine(options));
+  ASSIGN_OR_RETURN(engine->store_, serving::ModelStore::Load(options.model));
+  engine->thread_ = std::thread([e = engine.get()] { e->Loop(); });
+  return engine;
+}
+
+ReferenceEngine::~ReferenceEngine() { Shutdown(); }
+
+void ReferenceEngine::Shutdown() {
+  if (shut_down_.exchange(true)) return;
+  queue_.Close();
+  if (thread_.joinable()) thread_.join();
+}
+
+absl::Status ReferenceEngine::Validate(const LogProbsRequest& request) const {
+  const model::Gpt2Config& config = store_->config();
+  if (request.sequences.empty()) return absl::InvalidArgumentError("sequences is empty");
+  if (static_cast<int64_t>(request.sequences.size()) > options_.max_sequences) {
+    return absl::InvalidArgumentError(absl::StrCat("sequences has ", request.sequences.size(),
+                                                   " entries, more than the limit ", options_.max_sequences));
+  }
+  if (!(request.temperature > 0) || request.temperature > 100) {
+    return absl::InvalidArgumentError(absl::StrCat("temperature=", request.temperature, " is outside (0, 100]"));
+  }
+  for (size_t i = 0; i < request.sequences.size(); ++i) {
+    const model::ScoreRequest& seq = request.sequences[i];
+    if (seq.prompt.empty())
+      return absl::InvalidArgumentError(absl::StrCat("sequences[", i, "].prompt_token_ids is empty"));
+    const int64_t length = static_cast<int64_t>(seq.prompt.size() + seq.response.size());
+    if (length > config.n_positions) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sequences[", i, "] has ", length, " tokens, more than the model's n_positions=", config.n_positions));
+    }
+    for (const auto* ids : {&seq.prompt, &seq.response}) {
+      const char* field = ids == &seq.prompt ? "prompt_token_ids" : "response_token_ids";
+      for (size_t t = 0; t < ids->size(); ++t) {
+        if ((*ids)[t] < 0 || (*ids)[t] >= config.vocab_size) {
+          return absl::InvalidArgumentError(absl::StrCat("sequences[", i, "].", field, "[", t, "]=", (*ids)[t],
+                                                         " is outside the vocabulary [0, ", config.vocab_size, ")"));
+        }
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+void ReferenceEngine::Submit(LogProbsRequest request, Callback done) {
+  if (absl::Status status = Validate(request); !status.ok()) {
+    done(status);
+    return;
+  }
+  const size_t rows = request.sequences.size();
+  const std::string group = absl::StrCat(request.temperature);
+  Callback callback = done;
+  auto job = std::make_unique<Job>(Job{std::move(request), std::move(done)});
+  if (absl::Status status = queue_.Push(std::move(job), rows, group); !status.ok()) callback(status);
+}
+
+void ReferenceEngine::Loop() {
+  while (true) {
+    std::vector<std::unique_ptr<Job>> jobs = queue_.PopBatch();
+    if (jobs.empty()) return;
+    const absl::Time start = absl::Now();
+    std::vector<std::unique_ptr<Job>> live;
+    for (auto& job : jobs) {
+      if (absl::Status why = runtime::WorkExpired(job->request.deadline, job->request.cancelled); !why.ok()) {
+        job->done(why);
+      } else {
+        live.push_back(std::move(job));
+      }
+    }
+    if (live.empty()) continue;
+    const auto served = store_->Current();
+    std::vector<model::ScoreRequest> rows;
+    int64_t tokens = 0;
+    for (const auto& job : live) {
+      for (const auto& seq : job->request.sequences) {
+        rows.push_back(seq);
+        tokens += static_cast<int64_t>(seq.response.size());
+      }
+    }
+    model::ScoreOptions options;
+    options.temperature = live.front()->request.temperature;
+    auto logprobs = model::ScoreLogProbs(*served->model, rows, options);
+    const absl::Duration compute = absl::Now() - start;
+    size_t row = 0;
+    for (auto& job : live) {
+      if (!logprobs.ok()) {
+        job->done(logprobs.status());
+        continue;
+      }
+      LogProbsResult result;
+      result.model_name = served->name;
+      result.model_version = served->version;
+      for (size_t i = 0; i < job->request.sequences.size(); ++i)
+        result.logprobs.push_back(std::move((*logprobs)[row++]));
+      job->done(std::move(result));
+    }
+    if (batch_observer_) batch_observer_(static_cast<int64_t>(rows.size()), tokens, compute);
+  }
+}
+
+}  // namespace rlhf::reference

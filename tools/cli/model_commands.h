@@ -1,0 +1,35 @@
+// `rlhf` subcommands that work on a model folder directly (no services): init-model, info, tokenize, generate,
+// score. Each returns the process exit code and prints errors as "rlhf <command>: <message>".
+#ifndef RLHF_TOOLS_CLI_MODEL_COMMANDS_H_
+#define RLHF_TOOLS_CLI_MODEL_COMMANDS_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace rlhf::cli {
+
+struct InitModelOptions {
+  std::string out_dir;
+  int64_t n_layer = 2;
+  int64_t n_embd = 128;
+  int64_t n_head = 4;
+  int64_t n_positions = 256;
+  std::string tokenizer = "byte";  // "byte" or "gpt2"
+  std::string gpt2_vocab_dir;      // encoder.json + vocab.bpe, for tokenizer "gpt2"
+  uint64_t seed = 0;
+  bool reward_head = false;
+};
+
+// Writes a randomly initialised GPT-2 model with its tokenizer to options.out_dir (Hugging Face form).
+absl::Status InitModel(const InitModelOptions& options);
+
+int RunInitModel();
+int RunInfo();
+int RunTokenize();
+int RunGenerate();
+int RunScore();
+
+}  // namespace rlhf::cli
+
+#endif  // RLHF_TOOLS_CLI_MODEL_COMMANDS_H_
