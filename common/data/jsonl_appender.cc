@@ -19,29 +19,13 @@
 namespace rlhf::data {
 namespace {
 
-absl::Status ErrnoStatus(absl::string_view what, const std::string& path, int err) {
-  std::string message = absl::StrCat(what, " ", path, ": ", std::strerror(err));
-  if (err == ENOENT) return absl::NotFoundError(message);
-  if (err == EACCES || err == EPERM) return absl::PermissionDeniedError(message);
-  if (err == ENOSPC || err == EDQUOT) return absl::ResourceExhaustedError(message);
-  if (err == EWOULDBLOCK) return absl::FailedPreconditionError(message);
-  return absl::InternalError(message);
-}
-
-std::string DirName(const std::string& path) {
-  const size_t slash = path.find_last_of('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
-}
-
 // Reads exactly `size` bytes at `offset`.
 absl::Status ReadAt(int fd, const std::string& path, uint64_t offset, size_t size, char* out) {
   while (size > 0) {
     const ssize_t n = ::pread(fd, out, size, static_cast<off_t>(offset));
     if (n < 0) {
       if (errno == EINTR) continue;
-      return ErrnoStatus("cannot read", path, errno);
+      return util::ErrnoStatus("cannot read", path, errno);
     }
     if (n == 0) return absl::DataLossError(absl::StrCat(path, " shrank while being read"));
     out += n;
@@ -73,7 +57,7 @@ absl::Status WriteAll(int fd, const std::string& path, absl::string_view data) {
     const ssize_t n = ::write(fd, data.data(), data.size());
     if (n < 0) {
       if (errno == EINTR) continue;
-      return ErrnoStatus("cannot append to", path, errno);
+      return util::ErrnoStatus("cannot append to", path, errno);
     }
     data.remove_prefix(static_cast<size_t>(n));
   }
@@ -81,7 +65,7 @@ absl::Status WriteAll(int fd, const std::string& path, absl::string_view data) {
 }
 
 absl::Status Sync(int fd, const std::string& path) {
-  if (::fsync(fd) != 0) return ErrnoStatus("cannot fsync", path, errno);
+  if (::fsync(fd) != 0) return util::ErrnoStatus("cannot fsync", path, errno);
   return absl::OkStatus();
 }
 
@@ -95,7 +79,7 @@ absl::StatusOr<std::unique_ptr<JsonlAppender>> JsonlAppender::Open(const std::st
     fd = ::open(path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     recovery.created = fd >= 0;
   }
-  if (fd < 0) return ErrnoStatus("cannot open", path, errno);
+  if (fd < 0) return util::ErrnoStatus("cannot open", path, errno);
   // From here on, every return closes fd unless ownership passed to the appender.
   auto fail = [fd](absl::Status status) {
     ::close(fd);
@@ -107,19 +91,19 @@ absl::StatusOr<std::unique_ptr<JsonlAppender>> JsonlAppender::Open(const std::st
       return fail(absl::FailedPreconditionError(
           absl::StrCat(path, " is already open for appending (locked by another JsonlAppender)")));
     }
-    return fail(ErrnoStatus("cannot lock", path, err));
+    return fail(util::ErrnoStatus("cannot lock", path, err));
   }
   if (recovery.created) {
-    if (absl::Status s = util::SyncDirectory(DirName(path)); !s.ok()) return fail(s);
+    if (absl::Status s = util::SyncDirectory(util::DirName(path)); !s.ok()) return fail(s);
   }
   struct stat st;
-  if (::fstat(fd, &st) != 0) return fail(ErrnoStatus("cannot stat", path, errno));
+  if (::fstat(fd, &st) != 0) return fail(util::ErrnoStatus("cannot stat", path, errno));
   if (!S_ISREG(st.st_mode)) return fail(absl::FailedPreconditionError(absl::StrCat(path, " is not a regular file")));
   const uint64_t file_size = static_cast<uint64_t>(st.st_size);
   absl::StatusOr<uint64_t> keep = CompleteLinesSize(fd, path, file_size);
   if (!keep.ok()) return fail(keep.status());
   if (*keep < file_size) {
-    if (::ftruncate(fd, static_cast<off_t>(*keep)) != 0) return fail(ErrnoStatus("cannot truncate", path, errno));
+    if (::ftruncate(fd, static_cast<off_t>(*keep)) != 0) return fail(util::ErrnoStatus("cannot truncate", path, errno));
     if (absl::Status s = Sync(fd, path); !s.ok()) return fail(s);
   }
   recovery.truncated_bytes = file_size - *keep;
@@ -182,7 +166,7 @@ absl::Status JsonlAppender::Close() {
   absl::MutexLock lock(&mu_);
   if (fd_ < 0) return absl::FailedPreconditionError(absl::StrCat("appender of ", path_, " is closed"));
   absl::Status status = Sync(fd_, path_);
-  if (::close(fd_) != 0 && status.ok()) status = ErrnoStatus("cannot close", path_, errno);
+  if (::close(fd_) != 0 && status.ok()) status = util::ErrnoStatus("cannot close", path_, errno);
   fd_ = -1;
   return status;
 }

@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/util/file_util.h"
 
 namespace rlhf::data::internal {
 namespace {
@@ -16,19 +17,11 @@ namespace {
 constexpr size_t kBufferBytes = 1 << 16;
 constexpr absl::string_view kUtf8Bom = "\xEF\xBB\xBF";
 
-absl::Status ErrnoStatus(absl::string_view what, const std::string& path, int err) {
-  std::string message = absl::StrCat(what, " ", path, ": ", std::strerror(err));
-  if (err == ENOENT) return absl::NotFoundError(message);
-  if (err == EACCES || err == EPERM) return absl::PermissionDeniedError(message);
-  if (err == EISDIR) return absl::FailedPreconditionError(message);
-  return absl::InternalError(message);
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<LineReader>> LineReader::Open(const std::string& path, size_t max_line_bytes) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus("cannot open", path, errno);
+  if (fd < 0) return util::ErrnoStatus("cannot open", path, errno);
   return std::unique_ptr<LineReader>(new LineReader(path, fd, max_line_bytes));
 }
 
@@ -46,7 +39,7 @@ absl::Status LineReader::Refill() {
       if (errno == EINTR) continue;
       const int err = errno;
       buffer_.clear();
-      return ErrnoStatus("cannot read", path_, err);
+      return util::ErrnoStatus("cannot read", path_, err);
     }
     buffer_.resize(static_cast<size_t>(n));
     if (n == 0) eof_ = true;

@@ -13,13 +13,13 @@
 #include "absl/strings/str_cat.h"
 
 namespace rlhf::util {
-namespace {
 
 absl::Status ErrnoStatus(absl::string_view what, const std::string& path, int err) {
   std::string message = absl::StrCat(what, " ", path, ": ", std::strerror(err));
   if (err == ENOENT) return absl::NotFoundError(message);
   if (err == EACCES || err == EPERM) return absl::PermissionDeniedError(message);
-  if (err == ENOSPC) return absl::ResourceExhaustedError(message);
+  if (err == ENOSPC || err == EDQUOT) return absl::ResourceExhaustedError(message);
+  if (err == EWOULDBLOCK || err == EISDIR) return absl::FailedPreconditionError(message);
   return absl::InternalError(message);
 }
 
@@ -29,8 +29,6 @@ std::string DirName(const std::string& path) {
   if (slash == 0) return "/";
   return path.substr(0, slash);
 }
-
-}  // namespace
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);

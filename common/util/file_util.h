@@ -20,6 +20,14 @@ absl::Status WriteFileAtomically(const std::string& path, absl::string_view cont
 // fsyncs a directory so that renames inside it are durable.
 absl::Status SyncDirectory(const std::string& dir);
 
+// A status for a failed system call on `path` ("<what> <path>: <strerror>"), with the code errno implies: NotFound
+// (ENOENT), PermissionDenied (EACCES, EPERM), ResourceExhausted (ENOSPC, EDQUOT), FailedPrecondition (EWOULDBLOCK, EISDIR,
+// e.g. a lock held elsewhere), Internal otherwise.
+absl::Status ErrnoStatus(absl::string_view what, const std::string& path, int err);
+
+// The folder part of `path` ("." when there is none).
+std::string DirName(const std::string& path);
+
 // Creates `dir` and its parents (like `mkdir -p`).
 absl::Status MakeDirectories(const std::string& dir);
 
