@@ -58,7 +58,9 @@ struct GeneratedSequence {
 // Samples continuations of a batch of prompts. Prompts of different lengths are left-padded internally (padding is
 // masked out and position ids start at 0 for every row), all rows are decoded together with a KV cache written in
 // place, logits are computed for the last position only, and the work runs under InferenceMode.
-// Not thread-safe (it owns the cache); the model may be shared by several samplers.
+// Not thread-safe (it owns the cache, which it keeps between calls and reuses when large enough); the model may be
+// shared by several samplers. Finished rows leave the batch (KvCache rows compacted), so a batch whose rows stop
+// early costs only what its running rows cost.
 class Sampler {
  public:
   // `model` must outlive the sampler.

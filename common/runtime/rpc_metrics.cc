@@ -115,16 +115,21 @@ class RpcObserver final : public grpc::experimental::Interceptor {
       methods->GetSendInitialMetadata()->emplace("x-request-id", RequestId());
     }
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
-      code_ = methods->GetSendStatus().error_code();
-      status_sent_ = true;
+      // Recorded before the status leaves, so a caller that has its answer also finds it counted.
+      Finish(methods->GetSendStatus().error_code());
     }
     methods->Proceed();
   }
 
+  // A call that ended without sending a status was cancelled by the client or by its deadline.
   ~RpcObserver() override {
+    if (!finished_) Finish(grpc::StatusCode::CANCELLED);
+  }
+
+ private:
+  void Finish(grpc::StatusCode code) {
+    finished_ = true;
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-    // A call that ended without sending a status was cancelled by the client or by its deadline.
-    const grpc::StatusCode code = status_sent_ ? code_ : grpc::StatusCode::CANCELLED;
     const std::string code_name = StatusCodeName(code);
     const std::string& method = method_;
     rpc_metrics_->RecordFinish(method, code_name, seconds);
@@ -137,7 +142,6 @@ class RpcObserver final : public grpc::experimental::Interceptor {
                 peer_, RequestId());
   }
 
- private:
   const std::string& RequestId() {
     if (request_id_.empty()) request_id_ = NewRequestId();
     return request_id_;
@@ -149,8 +153,7 @@ class RpcObserver final : public grpc::experimental::Interceptor {
   std::string method_;
   std::string peer_;
   std::string request_id_;
-  grpc::StatusCode code_ = grpc::StatusCode::OK;
-  bool status_sent_ = false;
+  bool finished_ = false;
 };
 
 }  // namespace

@@ -165,9 +165,17 @@ void GenerationEngine::RunBatch(std::vector<std::unique_ptr<Job>> jobs) {
       }
     }
   }
-  auto sampler = model::Sampler::Create(served->model.get());
-  absl::StatusOr<std::vector<model::GeneratedSequence>> sequences =
-      sampler.ok() ? (*sampler)->Generate(prompts, options) : sampler.status();
+  // One sampler per served version, kept across batches so that its KV cache is reused.
+  if (sampler_ == nullptr || sampler_model_ != served) {
+    auto sampler = model::Sampler::Create(served->model.get());
+    if (!sampler.ok()) {
+      for (auto& job : live) job->done(sampler.status());
+      return;
+    }
+    sampler_ = *std::move(sampler);
+    sampler_model_ = served;
+  }
+  absl::StatusOr<std::vector<model::GeneratedSequence>> sequences = sampler_->Generate(prompts, options);
   const absl::Duration compute = absl::Now() - start;
   if (!sequences.ok()) {
     for (auto& job : live) job->done(sequences.status());

@@ -105,6 +105,9 @@ class GenerationEngine {
   std::unique_ptr<serving::ModelStore> store_;
   runtime::BatchQueue<std::unique_ptr<Job>> queue_;
   BatchObserver batch_observer_;
+  // Engine thread only: the sampler of sampler_model_ (held so that its weights stay alive while it is used).
+  std::shared_ptr<const serving::ServedModel> sampler_model_;
+  std::unique_ptr<model::Sampler> sampler_;  // destroyed before the model it points to
   std::thread thread_;
   std::atomic<bool> shut_down_{false};
 };

@@ -241,7 +241,14 @@ TEST_F(GenerationServicesTest, UpdateWeightsMidLoadBumpsVersionAndNoResponseMixe
       }
     });
   }
-  absl::SleepFor(absl::Milliseconds(300));
+  // Update once the clients have answers from the first version (bounded wait).
+  for (int i = 0; i < 200; ++i) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (responses.size() >= 2) break;
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
   auto v2_bytes = util::ReadFile(dir_ + "/v2/model.safetensors");
   ASSERT_TRUE(v2_bytes.ok());
   v1::WeightsHeader header;
@@ -252,7 +259,14 @@ TEST_F(GenerationServicesTest, UpdateWeightsMidLoadBumpsVersionAndNoResponseMixe
   EXPECT_EQ(update->model_id().version(), 2);
   EXPECT_EQ(update->previous_model_id().version(), 1);
   EXPECT_EQ(update->source_model_id().name(), "trainer-policy");
-  absl::SleepFor(absl::Milliseconds(300));
+  // Let the clients get some answers from the new version (bounded wait).
+  for (int i = 0; i < 200; ++i) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!responses.empty() && responses.back().model_id().version() == 2) break;
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
   stop = true;
   for (auto& client : clients) client.join();
 
