@@ -277,9 +277,11 @@ std::map<std::string, at::Tensor> Gpt2Model::StateDict() const {
   return state;
 }
 
-absl::Status Gpt2Model::Save(const std::string& dir) const {
+absl::Status Gpt2Model::Save(const std::string& dir, const std::map<std::string, std::string>& metadata) const {
   RETURN_IF_ERROR(util::MakeDirectories(dir));
-  RETURN_IF_ERROR(WriteSafetensors(absl::StrCat(dir, "/", kWeightsFile), StateDict(), {{"format", "pt"}}));
+  std::map<std::string, std::string> header = metadata;
+  header["format"] = "pt";
+  RETURN_IF_ERROR(WriteSafetensors(absl::StrCat(dir, "/", kWeightsFile), StateDict(), header));
   return config_.WriteFile(absl::StrCat(dir, "/", kConfigFile));
 }
 

@@ -119,7 +119,9 @@ class Gpt2Model {
   static absl::StatusOr<std::unique_ptr<Gpt2Model>> Load(const std::string& dir, const Gpt2Options& options = {});
 
   // Writes `dir`/model.safetensors and `dir`/config.json (each atomically; creates `dir`), Hugging Face-loadable.
-  absl::Status Save(const std::string& dir) const;
+  // `metadata` goes into the safetensors header's "__metadata__" beside {"format": "pt"} (provenance, e.g. the
+  // training stage and step).
+  absl::Status Save(const std::string& dir, const std::map<std::string, std::string>& metadata = {}) const;
   // Replaces every parameter's value from `file` (same naming and rules as Load). Not concurrent with inference.
   absl::Status LoadWeights(const SafetensorsFile& file);
   // The tensors Save writes, by checkpoint name (CPU copies not made: they share storage with the parameters).
