@@ -207,13 +207,15 @@ absl::StatusOr<std::unique_ptr<Gpt2Model>> Gpt2Model::Load(const std::string& di
                                                    config.num_labels));
   }
   std::unique_ptr<Gpt2Model> model(new Gpt2Model(config, options));
-  if (reward) model->config_.architectures = {kGpt2SequenceClassificationArchitecture};
   try {
     model->AllocateParameters(reward, value);
   } catch (const c10::Error& e) {
     return TorchError("cannot allocate the model", e);
   }
+  // While assigning, the config says what the checkpoint is (a language model may lack score.weight); after it,
+  // what the model is.
   RETURN_IF_ERROR(model->AssignFrom(*file, /*allow_missing_heads=*/true));
+  if (reward) model->config_.architectures = {kGpt2SequenceClassificationArchitecture};
   return model;
 }
 

@@ -4,6 +4,7 @@
 #define RLHF_SERVICES_REFERENCE_LOGPROB_REFERENCE_LOGPROB_SERVICE_IMPL_H_
 
 #include "common/serving/engine_metrics.h"
+#include "common/runtime/worker_thread.h"
 #include "rlhf/v1/reference.grpc.pb.h"
 #include "services/reference_logprob/reference_engine.h"
 
@@ -20,10 +21,15 @@ class ReferenceLogprobServiceImpl final : public v1::ReferenceLogprobService::Ca
                                      v1::LogProbsResponse* response) override;
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context, const v1::GetModelInfoRequest* request,
                                          v1::ModelInfo* response) override;
+  // Loads on the service's loader thread, never on a gRPC thread.
+  grpc::ServerUnaryReactor* UpdateWeightsFromCheckpoint(grpc::CallbackServerContext* context,
+                                                        const v1::UpdateWeightsFromCheckpointRequest* request,
+                                                        v1::UpdateWeightsResponse* response) override;
 
  private:
   ReferenceEngine* engine_;
   serving::EngineMetrics* metrics_;
+  runtime::WorkerThread loader_;
 };
 
 }  // namespace rlhf::reference

@@ -147,6 +147,27 @@ TEST(Gpt2Model, LeftPaddingGivesTheSameOutputsAsRightPadding) {
   }
 }
 
+TEST(Gpt2Model, LoadsASavedLanguageModelAsARewardModelWithAZeroHead) {
+  Gpt2Config config = SmallConfig();
+  auto lm = Gpt2Model::Create(config);
+  ASSERT_TRUE(lm.ok()) << lm.status();
+  const std::string dir = testing::MakeTempDir() + "/lm";
+  ASSERT_TRUE((*lm)->Save(dir, {{"rlhf.stage", "sft"}}).ok());
+  Gpt2Options options;
+  options.reward_head = true;
+  auto rm = Gpt2Model::Load(dir, options);
+  ASSERT_TRUE(rm.ok()) << rm.status();
+  EXPECT_TRUE((*rm)->has_reward_head());
+  EXPECT_TRUE((*rm)->config().IsSequenceClassifier());
+  for (const NamedTensor& p : (*rm)->NamedParameters()) {
+    if (p.name == "score.weight" || p.name == "score.bias") EXPECT_TRUE(p.tensor.eq(0).all().item<bool>()) << p.name;
+  }
+  auto file = SafetensorsFile::Open(dir + "/model.safetensors");
+  ASSERT_TRUE(file.ok());
+  EXPECT_EQ((*file)->metadata().at("rlhf.stage"), "sft");
+  EXPECT_EQ((*file)->metadata().at("format"), "pt");
+}
+
 TEST(Gpt2Model, SaveThenLoadRoundTripsBitExactly) {
   Gpt2Options options;
   options.value_head = true;
