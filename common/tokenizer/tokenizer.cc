@@ -6,6 +6,7 @@
 #include "common/tokenizer/byte_tokenizer.h"
 #include "common/tokenizer/gpt2_bpe_tokenizer.h"
 #include "common/tokenizer/utf8.h"
+#include "common/tokenizer/word_tokenizer.h"
 #include "common/util/file_util.h"
 #include "common/util/status_macros.h"
 #include "nlohmann/json.hpp"
@@ -23,10 +24,11 @@ bool IsDirectory(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-// What a tokenizer.json holds: whether it is our byte tokenizer's, and if not, what its type is.
+// What a tokenizer.json holds: whether it is our byte or word tokenizer's, and if not, what its type is.
 struct TokenizerJsonKind {
   bool is_byte;
   std::string description;  // e.g. `"type": "BPE"` or `no "type" field`
+  bool is_word = false;
 };
 
 absl::StatusOr<TokenizerJsonKind> ReadTokenizerJsonKind(const std::string& path) {
@@ -47,7 +49,8 @@ absl::StatusOr<TokenizerJsonKind> ReadTokenizerJsonKind(const std::string& path)
   }
   if (!type->is_string()) return TokenizerJsonKind{false, absl::StrCat("a JSON ", type->type_name(), " as \"type\"")};
   const std::string name = type->get<std::string>();
-  return TokenizerJsonKind{name == kByteKind, absl::StrCat("\"type\": ", internal::QuoteForMessage(name, 40))};
+  return TokenizerJsonKind{name == kByteKind, absl::StrCat("\"type\": ", internal::QuoteForMessage(name, 40)),
+                           name == kWordKind};
 }
 
 }  // namespace
@@ -76,6 +79,10 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& mode
     ASSIGN_OR_RETURN(const TokenizerJsonKind kind, ReadTokenizerJsonKind(tokenizer_json));
     if (kind.is_byte) {
       ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, ByteTokenizer::Load(tokenizer_json));
+      return tokenizer;
+    }
+    if (kind.is_word) {
+      ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, WordTokenizer::Load(tokenizer_json));
       return tokenizer;
     }
     absl::StrAppend(&found, "; found tokenizer.json with ", kind.description, ", which is not a tokenizer of ours");

@@ -19,6 +19,7 @@ namespace rlhf::tokenizer {
 // Values of Tokenizer::Kind().
 inline constexpr char kGpt2BpeKind[] = "gpt2-bpe";
 inline constexpr char kByteKind[] = "byte";
+inline constexpr char kWordKind[] = "word";
 
 // Maps text (UTF-8 bytes) to token ids in [0, VocabSize()) and back.
 //
@@ -52,13 +53,17 @@ class Tokenizer {
   // The padding id, if the vocabulary has one (GPT-2's has none: callers usually pad with EosId() and a mask).
   virtual std::optional<int32_t> PadId() const = 0;
 
-  // What kind of tokenizer this is: kGpt2BpeKind ("gpt2-bpe") or kByteKind ("byte").
+  // The beginning-of-text id, if the vocabulary has one (the word tokenizer's <bos>; GPT-2 and byte: none).
+  virtual std::optional<int32_t> BosId() const { return std::nullopt; }
+
+  // What kind of tokenizer this is: kGpt2BpeKind ("gpt2-bpe"), kByteKind ("byte") or kWordKind ("word").
   virtual std::string Kind() const = 0;
 };
 
 // Loads the tokenizer of a model directory:
 //   - `encoder.json` and `vocab.bpe` -> GPT-2 byte-level BPE (LoadGpt2Tokenizer);
-//   - otherwise `tokenizer.json` with `"type": "byte"` -> ByteTokenizer (see byte_tokenizer.h for the format).
+//   - otherwise `tokenizer.json` with `"type": "byte"` -> ByteTokenizer (see byte_tokenizer.h for the format), or
+//     with `"type": "word"` -> WordTokenizer (word_tokenizer.h).
 // NotFound, naming the directory and the files looked for, when neither is there; InvalidArgument naming the file
 // when a file is there but malformed.
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& model_dir);
