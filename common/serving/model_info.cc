@@ -32,10 +32,13 @@ void FillModelInfo(const ModelStore& store, v1::ModelRole role, v1::ModelInfo* i
   t->set_pad_token_id(-1);
   t->set_bos_token_id(-1);
   if (const tokenizer::Tokenizer* tok = store.tokenizer(); tok != nullptr) {
-    t->set_kind(tok->Kind() == tokenizer::kGpt2BpeKind ? v1::TOKENIZER_KIND_GPT2_BPE : v1::TOKENIZER_KIND_BYTE);
+    t->set_kind(tok->Kind() == tokenizer::kGpt2BpeKind ? v1::TOKENIZER_KIND_GPT2_BPE
+                : tok->Kind() == tokenizer::kWordKind  ? v1::TOKENIZER_KIND_WORD
+                                                       : v1::TOKENIZER_KIND_BYTE);
     t->set_vocab_size(tok->VocabSize());
     if (tok->EosId()) t->set_eos_token_id(*tok->EosId());
     if (tok->PadId()) t->set_pad_token_id(*tok->PadId());
+    if (tok->BosId()) t->set_bos_token_id(*tok->BosId());
   } else {
     t->set_kind(v1::TOKENIZER_KIND_UNSPECIFIED);
     t->set_vocab_size(static_cast<int32_t>(config.vocab_size));

@@ -1,9 +1,9 @@
-// rlhf.v1.OrchestratorService: gRPC handlers. Until its engine lands, every method answers UNIMPLEMENTED naming
-// the orchestrator (the SFT -> RM -> PPO loop, runs that survive crashes).
+// rlhf.v1.OrchestratorService: the gRPC edge of the RunManager.
 #ifndef RLHF_SERVICES_ORCHESTRATOR_ORCHESTRATOR_SERVICE_IMPL_H_
 #define RLHF_SERVICES_ORCHESTRATOR_ORCHESTRATOR_SERVICE_IMPL_H_
 
 #include "rlhf/v1/orchestrator.grpc.pb.h"
+#include "services/orchestrator/run_manager.h"
 
 namespace rlhf::orchestrator {
 
@@ -11,6 +11,8 @@ namespace v1 = ::rlhf::v1;
 
 class OrchestratorServiceImpl final : public v1::OrchestratorService::CallbackService {
  public:
+  explicit OrchestratorServiceImpl(RunManager* manager) : manager_(manager) {}
+
   grpc::ServerUnaryReactor* StartRun(grpc::CallbackServerContext* context, const v1::StartRunRequest* request,
                                      v1::Run* response) override;
   grpc::ServerUnaryReactor* GetRun(grpc::CallbackServerContext* context, const v1::GetRunRequest* request,
@@ -21,6 +23,9 @@ class OrchestratorServiceImpl final : public v1::OrchestratorService::CallbackSe
                                       v1::Run* response) override;
   grpc::ServerWriteReactor<v1::RunEvent>* WatchRun(grpc::CallbackServerContext* context,
                                                    const v1::WatchRunRequest* request) override;
+
+ private:
+  RunManager* manager_;
 };
 
 }  // namespace rlhf::orchestrator

@@ -17,17 +17,13 @@ std::string BatchGroupKey(const GenerationRequest& r) {
 absl::StatusOr<std::unique_ptr<GenerationEngine>> GenerationEngine::Create(const GenerationEngineOptions& options) {
   std::unique_ptr<GenerationEngine> engine(new GenerationEngine(options));
   ASSIGN_OR_RETURN(engine->store_, serving::ModelStore::Load(options.model));
-  engine->thread_ = std::thread([e = engine.get()] { e->Loop(); });
+  engine->batcher_.Start([e = engine.get()](Batcher::Jobs live) { e->RunBatch(std::move(live)); });
   return engine;
 }
 
 GenerationEngine::~GenerationEngine() { Shutdown(); }
 
-void GenerationEngine::Shutdown() {
-  if (shut_down_.exchange(true)) return;
-  queue_.Close();
-  if (thread_.joinable()) thread_.join();
-}
+void GenerationEngine::Shutdown() { batcher_.Shutdown(); }
 
 absl::Status GenerationEngine::Validate(const GenerationRequest& r) const {
   const model::Gpt2Config& config = store_->config();
@@ -103,34 +99,11 @@ void GenerationEngine::Submit(GenerationRequest request, Callback done) {
   if (!request.seed.has_value()) request.seed = std::random_device{}() * 0x100000001ull + std::random_device{}();
   const size_t rows = request.prompts.size() * static_cast<size_t>(request.num_samples);
   std::string group = BatchGroupKey(request);
-  auto job = std::make_unique<Job>(Job{std::move(request), std::move(done), absl::Now()});
-  // On failure the job (and its callback) comes back only through the status: run the callback here.
-  Job* raw = job.get();
-  Callback callback = raw->done;
-  if (absl::Status status = queue_.Push(std::move(job), rows, std::move(group)); !status.ok()) callback(status);
+  batcher_.Submit(std::move(request), std::move(done), rows, std::move(group));
 }
 
-void GenerationEngine::Loop() {
-  while (true) {
-    std::vector<std::unique_ptr<Job>> jobs = queue_.PopBatch();
-    if (jobs.empty()) return;
-    RunBatch(std::move(jobs));
-  }
-}
-
-void GenerationEngine::RunBatch(std::vector<std::unique_ptr<Job>> jobs) {
+void GenerationEngine::RunBatch(Batcher::Jobs live) {
   const absl::Time start = absl::Now();
-  // Drop requests whose caller is gone: they free their slot without costing compute.
-  std::vector<std::unique_ptr<Job>> live;
-  for (auto& job : jobs) {
-    if (absl::Status why = runtime::WorkExpired(job->request.deadline, job->request.cancelled); !why.ok()) {
-      job->done(why);
-    } else {
-      live.push_back(std::move(job));
-    }
-  }
-  if (live.empty()) return;
-
   // One model version for the whole batch: a swap during it takes effect for the next batch.
   const std::shared_ptr<const serving::ServedModel> served = store_->Current();
   const GenerationRequest& first = live.front()->request;

@@ -4,19 +4,18 @@
 #ifndef RLHF_SERVICES_POLICY_GENERATION_GENERATION_ENGINE_H_
 #define RLHF_SERVICES_POLICY_GENERATION_GENERATION_ENGINE_H_
 
-#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/model/sampler.h"
 #include "common/runtime/batch_queue.h"
+#include "common/serving/batching_engine.h"
 #include "common/serving/model_store.h"
 
 namespace rlhf::generation {
@@ -86,30 +85,23 @@ class GenerationEngine {
   void Shutdown();
 
   serving::ModelStore& store() { return *store_; }
-  size_t queue_depth() const { return queue_.size(); }
+  size_t queue_depth() const { return batcher_.queue_depth(); }
   void set_batch_observer(BatchObserver observer) { batch_observer_ = std::move(observer); }
 
  private:
-  struct Job {
-    GenerationRequest request;
-    Callback done;
-    absl::Time enqueued;
-  };
+  using Batcher = serving::BatchingEngine<GenerationRequest, GenerationResult>;
 
-  explicit GenerationEngine(const GenerationEngineOptions& options) : options_(options), queue_(options.queue) {}
+  explicit GenerationEngine(const GenerationEngineOptions& options) : options_(options), batcher_(options.queue) {}
   absl::Status Validate(const GenerationRequest& request) const;
-  void Loop();
-  void RunBatch(std::vector<std::unique_ptr<Job>> jobs);
+  void RunBatch(Batcher::Jobs live);
 
   GenerationEngineOptions options_;
   std::unique_ptr<serving::ModelStore> store_;
-  runtime::BatchQueue<std::unique_ptr<Job>> queue_;
   BatchObserver batch_observer_;
   // Engine thread only: the sampler of sampler_model_ (held so that its weights stay alive while it is used).
   std::shared_ptr<const serving::ServedModel> sampler_model_;
   std::unique_ptr<model::Sampler> sampler_;  // destroyed before the model it points to
-  std::thread thread_;
-  std::atomic<bool> shut_down_{false};
+  Batcher batcher_;                          // last: its engine thread is joined before the rest goes
 };
 
 // Identifies requests that can share a batch (equal sampling settings).

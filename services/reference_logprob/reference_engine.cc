@@ -9,17 +9,13 @@ namespace rlhf::reference {
 absl::StatusOr<std::unique_ptr<ReferenceEngine>> ReferenceEngine::Create(const ReferenceEngineOptions& options) {
   std::unique_ptr<ReferenceEngine> engine(new ReferenceEngine(options));
   ASSIGN_OR_RETURN(engine->store_, serving::ModelStore::Load(options.model));
-  engine->thread_ = std::thread([e = engine.get()] { e->Loop(); });
+  engine->batcher_.Start([e = engine.get()](Batcher::Jobs live) { e->RunBatch(std::move(live)); });
   return engine;
 }
 
 ReferenceEngine::~ReferenceEngine() { Shutdown(); }
 
-void ReferenceEngine::Shutdown() {
-  if (shut_down_.exchange(true)) return;
-  queue_.Close();
-  if (thread_.joinable()) thread_.join();
-}
+void ReferenceEngine::Shutdown() { batcher_.Shutdown(); }
 
 absl::Status ReferenceEngine::Validate(const LogProbsRequest& request) const {
   const model::Gpt2Config& config = store_->config();
@@ -59,54 +55,38 @@ void ReferenceEngine::Submit(LogProbsRequest request, Callback done) {
     return;
   }
   const size_t rows = request.sequences.size();
-  const std::string group = absl::StrCat(request.temperature);
-  Callback callback = done;
-  auto job = std::make_unique<Job>(Job{std::move(request), std::move(done)});
-  if (absl::Status status = queue_.Push(std::move(job), rows, group); !status.ok()) callback(status);
+  std::string group = absl::StrCat(request.temperature);
+  batcher_.Submit(std::move(request), std::move(done), rows, std::move(group));
 }
 
-void ReferenceEngine::Loop() {
-  while (true) {
-    std::vector<std::unique_ptr<Job>> jobs = queue_.PopBatch();
-    if (jobs.empty()) return;
-    const absl::Time start = absl::Now();
-    std::vector<std::unique_ptr<Job>> live;
-    for (auto& job : jobs) {
-      if (absl::Status why = runtime::WorkExpired(job->request.deadline, job->request.cancelled); !why.ok()) {
-        job->done(why);
-      } else {
-        live.push_back(std::move(job));
-      }
+void ReferenceEngine::RunBatch(Batcher::Jobs live) {
+  const absl::Time start = absl::Now();
+  const auto served = store_->Current();
+  std::vector<model::ScoreRequest> rows;
+  int64_t tokens = 0;
+  for (const auto& job : live) {
+    for (const auto& seq : job->request.sequences) {
+      rows.push_back(seq);
+      tokens += static_cast<int64_t>(seq.response.size());
     }
-    if (live.empty()) continue;
-    const auto served = store_->Current();
-    std::vector<model::ScoreRequest> rows;
-    int64_t tokens = 0;
-    for (const auto& job : live) {
-      for (const auto& seq : job->request.sequences) {
-        rows.push_back(seq);
-        tokens += static_cast<int64_t>(seq.response.size());
-      }
-    }
-    model::ScoreOptions options;
-    options.temperature = live.front()->request.temperature;
-    auto logprobs = model::ScoreLogProbs(*served->model, rows, options);
-    const absl::Duration compute = absl::Now() - start;
-    size_t row = 0;
-    for (auto& job : live) {
-      if (!logprobs.ok()) {
-        job->done(logprobs.status());
-        continue;
-      }
-      LogProbsResult result;
-      result.model_name = served->name;
-      result.model_version = served->version;
-      for (size_t i = 0; i < job->request.sequences.size(); ++i)
-        result.logprobs.push_back(std::move((*logprobs)[row++]));
-      job->done(std::move(result));
-    }
-    if (batch_observer_) batch_observer_(static_cast<int64_t>(rows.size()), tokens, compute);
   }
+  model::ScoreOptions options;
+  options.temperature = live.front()->request.temperature;
+  auto logprobs = model::ScoreLogProbs(*served->model, rows, options);
+  const absl::Duration compute = absl::Now() - start;
+  size_t row = 0;
+  for (auto& job : live) {
+    if (!logprobs.ok()) {
+      job->done(logprobs.status());
+      continue;
+    }
+    LogProbsResult result;
+    result.model_name = served->name;
+    result.model_version = served->version;
+    for (size_t i = 0; i < job->request.sequences.size(); ++i) result.logprobs.push_back(std::move((*logprobs)[row++]));
+    job->done(std::move(result));
+  }
+  if (batch_observer_) batch_observer_(static_cast<int64_t>(rows.size()), tokens, compute);
 }
 
 }  // namespace rlhf::reference

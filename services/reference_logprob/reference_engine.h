@@ -3,16 +3,15 @@
 #ifndef RLHF_SERVICES_REFERENCE_LOGPROB_REFERENCE_ENGINE_H_
 #define RLHF_SERVICES_REFERENCE_LOGPROB_REFERENCE_ENGINE_H_
 
-#include <atomic>
 #include <functional>
 #include <memory>
-#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/model/sampler.h"
 #include "common/runtime/batch_queue.h"
+#include "common/serving/batching_engine.h"
 #include "common/serving/model_store.h"
 
 namespace rlhf::reference {
@@ -50,24 +49,20 @@ class ReferenceEngine {
   void Shutdown();
 
   serving::ModelStore& store() { return *store_; }
-  size_t queue_depth() const { return queue_.size(); }
+  size_t queue_depth() const { return batcher_.queue_depth(); }
   void set_batch_observer(BatchObserver observer) { batch_observer_ = std::move(observer); }
 
  private:
-  struct Job {
-    LogProbsRequest request;
-    Callback done;
-  };
-  explicit ReferenceEngine(const ReferenceEngineOptions& options) : options_(options), queue_(options.queue) {}
+  using Batcher = serving::BatchingEngine<LogProbsRequest, LogProbsResult>;
+
+  explicit ReferenceEngine(const ReferenceEngineOptions& options) : options_(options), batcher_(options.queue) {}
   absl::Status Validate(const LogProbsRequest& request) const;
-  void Loop();
+  void RunBatch(Batcher::Jobs live);
 
   ReferenceEngineOptions options_;
   std::unique_ptr<serving::ModelStore> store_;
-  runtime::BatchQueue<std::unique_ptr<Job>> queue_;
   BatchObserver batch_observer_;
-  std::thread thread_;
-  std::atomic<bool> shut_down_{false};
+  Batcher batcher_;
 };
 
 }  // namespace rlhf::reference

@@ -18,7 +18,7 @@ extern char** environ;
 
 namespace rlhf::cli {
 
-std::vector<LocalService> SuiteServices(const std::string& bin_dir, const std::string& model_dir) {
+std::vector<LocalService> SuiteServices(const std::string& bin_dir, const SuiteLayout& layout) {
   auto make = [&](const std::string& name, const std::string& subdir, const std::string& grpc_service,
                   std::vector<std::string> args = {}) {
     LocalService service;
@@ -28,14 +28,19 @@ std::vector<LocalService> SuiteServices(const std::string& bin_dir, const std::s
     service.args = std::move(args);
     return service;
   };
-  const std::string model_flag = absl::StrCat("--model=", model_dir);
+  const std::string model_flag = absl::StrCat("--model=", layout.policy_model);
   return {
-      make("policy-generation", "policy_generation", "rlhf.v1.PolicyGenerationService", {model_flag}),
-      make("reference-logprob", "reference_logprob", "rlhf.v1.ReferenceLogprobService", {model_flag}),
-      make("reward-scoring", "reward_scoring", "rlhf.v1.RewardScoringService"),
-      make("ppo-trainer", "ppo_trainer", "rlhf.v1.PpoTrainerService"),
+      make("policy-generation", "policy_generation", "rlhf.v1.PolicyGenerationService",
+           {model_flag, "--model_name=policy"}),
+      make("reference-logprob", "reference_logprob", "rlhf.v1.ReferenceLogprobService",
+           {model_flag, "--model_name=sft-reference"}),
+      make("reward-scoring", "reward_scoring", "rlhf.v1.RewardScoringService",
+           {absl::StrCat("--model=", layout.reward_model), "--model_name=reward", "--allow_reload"}),
+      make("ppo-trainer", "ppo_trainer", "rlhf.v1.PpoTrainerService",
+           {model_flag, absl::StrCat("--checkpoint_root=", layout.checkpoint_root)}),
       make("labeling", "labeling", "rlhf.v1.LabelingService"),
-      make("orchestrator", "orchestrator", "rlhf.v1.OrchestratorService"),
+      make("orchestrator", "orchestrator", "rlhf.v1.OrchestratorService",
+           {absl::StrCat("--runs_root=", layout.runs_root)}),
   };
 }
 

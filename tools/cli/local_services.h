@@ -23,9 +23,16 @@ struct LocalService {
   std::vector<std::string> args;  // flags besides the addresses, e.g. --model=DIR
 };
 
-// The six services of the suite, with binaries looked up in `bin_dir`; the policy-generation and reference-logprob
-// services serve the model in `model_dir`.
-std::vector<LocalService> SuiteServices(const std::string& bin_dir, const std::string& model_dir);
+// What the services of a local suite load and where they keep their state.
+struct SuiteLayout {
+  std::string policy_model;      // served by policy-generation and reference-logprob, and the trainer's first policy
+  std::string reward_model;      // served by reward-scoring (a model with a reward head)
+  std::string checkpoint_root;   // the trainer's default checkpoint folder
+  std::string runs_root;         // the orchestrator's runs
+};
+
+// The six services of the suite, with binaries looked up in `bin_dir`, in start order (the orchestrator last).
+std::vector<LocalService> SuiteServices(const std::string& bin_dir, const SuiteLayout& layout);
 
 // Picks a free loopback TCP port.
 absl::StatusOr<int> PickFreePort();

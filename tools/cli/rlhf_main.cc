@@ -24,10 +24,15 @@
 #include "rlhf/v1/reference.grpc.pb.h"
 #include "tools/cli/local_services.h"
 #include "tools/cli/model_commands.h"
+#include "tools/cli/run_command.h"
 
 ABSL_FLAG(std::string, bin_dir, "",
           "run: build folder holding services/<name>/rlhf-<name>; empty means the build this rlhf binary is in");
-ABSL_FLAG(std::string, run_dir, "runs/local", "run: folder for the run's files and the services' logs");
+ABSL_FLAG(std::string, run_dir, "runs/local",
+          "run: folder of the run (its name is the run id); running again on it resumes an unfinished run");
+ABSL_FLAG(std::string, config, "", "run: run config file (protobuf JSON or text); empty: the built-in task");
+ABSL_FLAG(std::string, orchestrator, "",
+          "run: address of a running orchestrator whose config names the services; empty: start the suite here");
 ABSL_FLAG(absl::Duration, startup_timeout, absl::Seconds(60), "run: how long services may take to report SERVING");
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "health: host:port of the server to probe");
 ABSL_FLAG(std::string, service, "", "health: service name to ask about; empty asks about the whole server");
@@ -40,7 +45,8 @@ namespace {
 constexpr char kUsage[] =
     "rlhf: command-line tool of the RLHF suite.\n\n"
     "Usage:\n"
-    "  rlhf run [--run_dir=DIR]            start the six services on loopback, check their health, run the job\n"
+    "  rlhf run [CONFIG] [--run_dir=DIR]   the whole SFT -> reward model -> PPO loop (default: the built-in task),\n"
+    "                                      services started on loopback; again on the same DIR resumes the run\n"
     "  rlhf health --target=HOST:PORT [--service=NAME]\n"
     "                                      exit 0 when the server (or service) reports SERVING, 1 otherwise\n"
     "  rlhf init-model --out=DIR [--n_layer --n_embd --n_head --n_positions --tokenizer=byte|gpt2 --seed]\n"
@@ -92,91 +98,14 @@ int RunHealth() {
   return 1;
 }
 
-// Samples from the policy-generation service and checks that the reference service, serving the same weights,
-// assigns the sampled tokens the log-probs the sampler reported.
-absl::Status SampleAndScore(const std::vector<LocalService>& services) {
-  runtime::ClientOptions client;
-  client.target = absl::StrCat("127.0.0.1:", services[0].port);
-  ASSIGN_OR_RETURN(auto generation_channel, runtime::MakeChannel(client));
-  client.target = absl::StrCat("127.0.0.1:", services[1].port);
-  ASSIGN_OR_RETURN(auto reference_channel, runtime::MakeChannel(client));
-  auto generation = v1::PolicyGenerationService::NewStub(generation_channel);
-  auto reference = v1::ReferenceLogprobService::NewStub(reference_channel);
-  v1::GenerateRequest request;
-  request.add_prompts()->set_text("reverse: red green blue =>");
-  request.set_num_samples(2);
-  request.mutable_sampling()->set_max_new_tokens(24);
-  request.mutable_sampling()->set_seed(1);
-  v1::GenerateResponse generated;
-  auto context = runtime::ContextWithTimeout(absl::Seconds(60));
-  RETURN_IF_ERROR(runtime::FromGrpcStatus(generation->Generate(context.get(), request, &generated)));
-  v1::LogProbsRequest scoring;
-  for (const auto& completion : generated.results(0).completions()) {
-    v1::PromptResponseIds* seq = scoring.add_sequences();
-    *seq->mutable_prompt_token_ids() = generated.results(0).prompt_token_ids();
-    *seq->mutable_response_token_ids() = completion.token_ids();
-  }
-  v1::LogProbsResponse scored;
-  context = runtime::ContextWithTimeout(absl::Seconds(60));
-  RETURN_IF_ERROR(runtime::FromGrpcStatus(reference->LogProbs(context.get(), scoring, &scored)));
-  std::printf("\nSampled through policy-generation (model %s v%lld), scored through reference-logprob:\n",
-              generated.model_id().name().c_str(), static_cast<long long>(generated.model_id().version()));
-  double worst = 0;
-  for (int i = 0; i < generated.results(0).completions_size(); ++i) {
-    const auto& completion = generated.results(0).completions(i);
-    for (int t = 0; t < completion.logprobs_size(); ++t) {
-      worst = std::max(worst, static_cast<double>(std::abs(completion.logprobs(t) - scored.results(i).logprobs(t))));
-    }
-    std::printf("  sample %d: %d tokens, log-likelihood %.3f (reference %.3f)\n", i, completion.token_ids_size(),
-                absl::c_accumulate(completion.logprobs(), 0.0), scored.results(i).sum_logprob());
-  }
-  std::printf("  largest per-token log-prob difference between the two services: %.2e\n", worst);
-  if (worst > 1e-4) return absl::InternalError("the services disagree on log-probs of the same weights");
-  return absl::OkStatus();
-}
-
-int RunMainJob() {
-  std::string bin_dir = absl::GetFlag(FLAGS_bin_dir);
-  if (bin_dir.empty()) bin_dir = DefaultBinDir();
-  const std::string run_dir = absl::GetFlag(FLAGS_run_dir);
-  const std::string log_dir = absl::StrCat(run_dir, "/logs");
-  if (absl::Status status = util::MakeDirectories(log_dir); !status.ok()) {
-    std::fprintf(stderr, "rlhf run: %s\n", std::string(status.message()).c_str());
-    return 1;
-  }
-  // Until the pipeline trains one, the services serve a small randomly initialised policy made here.
-  const std::string model_dir = absl::StrCat(run_dir, "/models/init");
-  if (::access((model_dir + "/model.safetensors").c_str(), R_OK) != 0) {
-    InitModelOptions init;
-    init.out_dir = model_dir;
-    if (absl::Status status = InitModel(init); !status.ok()) {
-      std::fprintf(stderr, "rlhf run: %s\n", status.ToString().c_str());
-      return 1;
-    }
-    std::printf("Wrote an initial policy (random 2x128 GPT-2, byte tokenizer) to %s\n", model_dir.c_str());
-  }
-  std::vector<LocalService> services = SuiteServices(bin_dir, model_dir);
-  std::printf("Starting %zu services on loopback (logs in %s)...\n", services.size(), log_dir.c_str());
-  if (absl::Status status = StartLocalServices(services, log_dir, absl::GetFlag(FLAGS_startup_timeout)); !status.ok()) {
-    std::fprintf(stderr, "rlhf run: %s\n", status.ToString().c_str());
-    return 1;
-  }
-  std::printf("\n%-20s %-34s %-17s %-17s %s\n", "service", "grpc service", "address", "metrics", "health");
-  for (const auto& service : services) {
-    std::printf("%-20s %-34s 127.0.0.1:%-7d 127.0.0.1:%-7d SERVING\n", service.name.c_str(),
-                service.grpc_service.c_str(), service.port, service.metrics_port);
-  }
-  const absl::Status round_trip = SampleAndScore(services);
-  if (!round_trip.ok()) std::fprintf(stderr, "rlhf run: %s\n", round_trip.ToString().c_str());
-  std::printf(
-      "\nThe training pipeline (SFT -> reward model -> PPO) is not built yet: the trainer, reward, labeling and\n"
-      "orchestrator RPCs answer UNIMPLEMENTED, so no training runs. Stopping the services.\n");
-  if (absl::Status status = StopLocalServices(services, absl::Seconds(40)); !status.ok()) {
-    std::fprintf(stderr, "rlhf run: %s\n", status.ToString().c_str());
-    return 1;
-  }
-  std::printf("All services drained and exited cleanly.\n");
-  return round_trip.ok() ? 0 : 1;
+int RunMainJob(const std::vector<char*>& args) {
+  RunCommandOptions options;
+  options.bin_dir = absl::GetFlag(FLAGS_bin_dir).empty() ? DefaultBinDir() : absl::GetFlag(FLAGS_bin_dir);
+  options.run_dir = absl::GetFlag(FLAGS_run_dir);
+  options.config_path = args.size() > 2 ? args[2] : absl::GetFlag(FLAGS_config);
+  options.orchestrator = absl::GetFlag(FLAGS_orchestrator);
+  options.startup_timeout_seconds = absl::ToDoubleSeconds(absl::GetFlag(FLAGS_startup_timeout));
+  return RunCommand(options);
 }
 
 }  // namespace
@@ -190,12 +119,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string command = args[1];
-  if (args.size() > 2) {
-    std::fprintf(stderr, "rlhf %s: unexpected argument '%s'\n", command.c_str(), args[2]);
+  if (args.size() > (command == "run" ? 3 : 2)) {
+    std::fprintf(stderr, "rlhf %s: unexpected argument '%s'\n", command.c_str(), args[command == "run" ? 3 : 2]);
     return 2;
   }
   if (command == "health") return rlhf::cli::RunHealth();
-  if (command == "run") return rlhf::cli::RunMainJob();
+  if (command == "run") return rlhf::cli::RunMainJob(args);
   if (command == "init-model") return rlhf::cli::RunInitModel();
   if (command == "info") return rlhf::cli::RunInfo();
   if (command == "tokenize") return rlhf::cli::RunTokenize();

@@ -1,9 +1,11 @@
 #!/usr/bin/python3
 """Calls the policy-generation and reference-logprob services from Python (Debian's python3-grpcio and
-python3-protobuf). Message classes are generated from protos/ with Debian's protoc; the calls use grpcio's generic
-unary API, so no gRPC code generator is needed.
+python3-protobuf), and, with --reward, scores the samples with the reward-scoring service. Message classes are
+generated from protos/ with Debian's protoc; the calls use grpcio's generic unary API, so no gRPC code generator is
+needed.
 
-  /usr/bin/python3 tools/examples/python_client.py --generation 127.0.0.1:50051 --reference 127.0.0.1:50052
+  /usr/bin/python3 tools/examples/python_client.py --generation 127.0.0.1:50051 --reference 127.0.0.1:50052 \
+      [--reward 127.0.0.1:50053]
 """
 import argparse
 import os
@@ -18,11 +20,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def load_messages():
     out = tempfile.mkdtemp(prefix="rlhf_py_")
-    protos = [os.path.join("rlhf", "v1", name) for name in ("common.proto", "generation.proto", "reference.proto")]
+    names = ("common.proto", "generation.proto", "reference.proto", "reward.proto")
+    protos = [os.path.join("rlhf", "v1", name) for name in names]
     subprocess.run(["protoc", "-I", os.path.join(REPO, "protos"), "--python_out", out] + protos, check=True)
     sys.path.insert(0, out)
-    from rlhf.v1 import generation_pb2, reference_pb2  # noqa: E402
-    return generation_pb2, reference_pb2
+    from rlhf.v1 import generation_pb2, reference_pb2, reward_pb2  # noqa: E402
+    return generation_pb2, reference_pb2, reward_pb2
 
 
 def unary(channel, method, response_class):
@@ -34,10 +37,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--generation", default="127.0.0.1:50051")
     parser.add_argument("--reference", default="127.0.0.1:50052")
+    parser.add_argument("--reward", default="", help="reward-scoring address; empty skips scoring")
     parser.add_argument("--prompt", default="Hello")
     parser.add_argument("--token", default="", help="bearer token, when the services require one")
     args = parser.parse_args()
-    generation_pb2, reference_pb2 = load_messages()
+    generation_pb2, reference_pb2, reward_pb2 = load_messages()
     metadata = [("authorization", "Bearer " + args.token)] if args.token else None
 
     generate = unary(grpc.insecure_channel(args.generation), "/rlhf.v1.PolicyGenerationService/Generate",
@@ -63,6 +67,19 @@ def main():
         print(f"{len(completion.token_ids)} tokens, finish {completion.finish_reason}, "
               f"log-likelihood {sum(completion.logprobs):.3f} (reference {reference.sum_logprob:.3f}, "
               f"max difference {worst:.1e}): {completion.text!r}")
+
+    if args.reward:
+        score = unary(grpc.insecure_channel(args.reward), "/rlhf.v1.RewardScoringService/Score",
+                      reward_pb2.ScoreResponse)
+        request = reward_pb2.ScoreRequest(request_id="python-client")
+        for completion in result.completions:
+            item = request.items.add()
+            item.prompt.token_ids.ids.extend(result.prompt_token_ids)
+            item.response.token_ids.ids.extend(completion.token_ids)  # as sampled, stop token included
+        scored = score(request, timeout=30, metadata=metadata)
+        print(f"reward model {scored.model_id.name} v{scored.model_id.version} "
+              f"(normalization bias {scored.normalization_bias:.3f}): "
+              + ", ".join(f"{value:.3f}" for value in scored.scores))
 
 
 if __name__ == "__main__":

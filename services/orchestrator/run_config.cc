@@ -1,0 +1,283 @@
+#include "services/orchestrator/run_config.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/util/file_util.h"
+#include "common/util/status_macros.h"
+#include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/text_format.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace rlhf::orchestrator {
+namespace {
+
+absl::Status Bad(const std::string& field, const std::string& reason) {
+  return absl::InvalidArgumentError(absl::StrCat("config.", field, ": ", reason));
+}
+
+void DefaultOptimizer(v1::OptimizerConfig* o, double lr) {
+  if (o->learning_rate() == 0) o->set_learning_rate(lr);
+}
+
+absl::Status CheckOptimizer(const v1::OptimizerConfig& o, const std::string& field) {
+  if (o.learning_rate() < 0) return Bad(field + ".learning_rate", "must be >= 0");
+  if (o.warmup_steps() < 0) return Bad(field + ".warmup_steps", "must be >= 0");
+  if (o.has_min_lr_ratio() && !(o.min_lr_ratio() >= 0 && o.min_lr_ratio() <= 1)) {
+    return Bad(field + ".min_lr_ratio", "must be in [0, 1]");
+  }
+  if (o.weight_decay() < 0) return Bad(field + ".weight_decay", "must be >= 0");
+  if (o.max_grad_norm() < 0) return Bad(field + ".max_grad_norm", "must be >= 0");
+  if (o.grad_accumulation_steps() < 0) return Bad(field + ".grad_accumulation_steps", "must be >= 0");
+  return absl::OkStatus();
+}
+
+absl::Status CheckSampling(const v1::SamplingParams& s, const std::string& field) {
+  if (s.has_temperature() && !(s.temperature() >= 0 && s.temperature() <= 100)) {
+    return Bad(field + ".temperature", "must be in [0, 100]");
+  }
+  if (s.top_k() < 0) return Bad(field + ".top_k", "must be >= 0");
+  if (!(s.top_p() >= 0 && s.top_p() <= 1)) return Bad(field + ".top_p", "must be in [0, 1]");
+  if (s.max_new_tokens() < 0) return Bad(field + ".max_new_tokens", "must be >= 0");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<v1::RunConfig> ReadRunConfig(const std::string& path) {
+  ASSIGN_OR_RETURN(std::string text, util::ReadFile(path));
+  v1::RunConfig config;
+  if (absl::EndsWith(path, ".json")) {
+    google::protobuf::util::JsonParseOptions options;
+    options.ignore_unknown_fields = false;
+    auto status = google::protobuf::util::JsonStringToMessage(text, &config, options);
+    if (!status.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": not a RunConfig in protobuf JSON: ", status.message().as_string()));
+    }
+    return config;
+  }
+  struct Collector : google::protobuf::io::ErrorCollector {
+    std::string first;
+    void AddError(int line, int column, const std::string& message) override {
+      if (first.empty()) first = absl::StrCat(line + 1, ":", column + 1, ": ", message);
+    }
+  } errors;
+  google::protobuf::TextFormat::Parser parser;
+  parser.RecordErrorsTo(&errors);
+  if (!parser.ParseFromString(text, &config)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ":", errors.first));
+  }
+  return config;
+}
+
+v1::RunConfig DefaultRunConfig() {
+  v1::RunConfig config;
+  config.set_display_name("built-in instructions task");
+  config.mutable_task()->set_builtin_task(kBuiltinTaskName);
+  return WithDefaults(config);
+}
+
+v1::RunConfig WithDefaults(const v1::RunConfig& in) {
+  v1::RunConfig c = in;
+  const bool builtin = !c.task().builtin_task().empty();
+  if (c.rounds() == 0) c.set_rounds(1);
+  if (c.seed() == 0) c.set_seed(1);
+  // Model: for the built-in task, 2 layers x 128 wide (DESIGN.md: 64 wide was too small).
+  if (!c.model().has_config() && c.model().base_model_dir().empty() && builtin) {
+    v1::ModelConfig* m = c.mutable_model()->mutable_config();
+    m->set_n_layer(2);
+    m->set_n_embd(128);
+    m->set_n_head(4);
+    m->set_n_positions(32);
+  }
+  if (c.model().has_config()) {
+    v1::ModelConfig* m = c.mutable_model()->mutable_config();
+    if (m->layer_norm_epsilon() == 0) m->set_layer_norm_epsilon(1e-5);
+  }
+  if (c.model().tokenizer() == v1::TOKENIZER_KIND_UNSPECIFIED) {
+    c.mutable_model()->set_tokenizer(builtin ? v1::TOKENIZER_KIND_WORD : v1::TOKENIZER_KIND_BYTE);
+  }
+  // SFT.
+  v1::SftStage* sft = c.mutable_sft();
+  if (sft->validation_fraction() == 0) sft->set_validation_fraction(0.05f);
+  v1::SftHyperParams* sh = sft->mutable_hparams();
+  if (sh->epochs() == 0) sh->set_epochs(builtin ? 12 : 16);
+  if (sh->batch_size() == 0) sh->set_batch_size(64);
+  if (!sh->has_dropout()) sh->set_dropout(builtin ? 0.0f : 0.2f);
+  DefaultOptimizer(sh->mutable_optimizer(), builtin ? 1e-3 : 1e-5);
+  if (sh->seed() == 0) sh->set_seed(c.seed());
+  // Comparisons.
+  v1::ComparisonStage* cmp = c.mutable_comparisons();
+  if (cmp->num_prompts() == 0) cmp->set_num_prompts(3000);
+  if (cmp->responses_per_prompt() == 0) cmp->set_responses_per_prompt(4);
+  if (!cmp->sampling().has_temperature()) cmp->mutable_sampling()->set_temperature(1.0f);
+  if (cmp->sampling().max_new_tokens() == 0) cmp->mutable_sampling()->set_max_new_tokens(builtin ? 12 : 64);
+  // Reward model.
+  v1::RewardModelStage* rm = c.mutable_reward_model();
+  if (rm->validation_fraction() == 0) rm->set_validation_fraction(0.1f);
+  v1::RewardModelHyperParams* rh = rm->mutable_hparams();
+  if (rh->epochs() == 0) rh->set_epochs(builtin ? 2 : 1);
+  if (rh->prompts_per_batch() == 0) rh->set_prompts_per_batch(builtin ? 16 : 64);
+  DefaultOptimizer(rh->mutable_optimizer(), builtin ? 5e-4 : 9e-6);
+  if (rh->seed() == 0) rh->set_seed(c.seed());
+  // PPO.
+  v1::PpoStage* ppo = c.mutable_ppo();
+  if (ppo->iterations() == 0) ppo->set_iterations(150);
+  if (ppo->prompts_per_iteration() == 0) ppo->set_prompts_per_iteration(64);
+  if (!ppo->sampling().has_temperature()) ppo->mutable_sampling()->set_temperature(1.0f);
+  if (ppo->sampling().max_new_tokens() == 0) ppo->mutable_sampling()->set_max_new_tokens(builtin ? 12 : 64);
+  v1::PpoHyperParams* ph = ppo->mutable_hparams();
+  if (!ph->kl().has_beta()) ph->mutable_kl()->set_beta(builtin ? 0.1 : 0.02);
+  if (ph->ppo_epochs() == 0) ph->set_ppo_epochs(builtin ? 4 : 1);
+  if (ph->minibatch_size() == 0) ph->set_minibatch_size(builtin ? 32 : 64);
+  if (!ph->has_value_loss_coef()) ph->set_value_loss_coef(builtin ? 1.0 : 0.1);
+  if (ph->no_stop_token_penalty() == 0) ph->set_no_stop_token_penalty(-1.0);
+  if (!ph->has_sampling_temperature()) ph->set_sampling_temperature(ppo->sampling().temperature());
+  DefaultOptimizer(ph->mutable_policy_optimizer(), builtin ? 2e-5 : 1e-5);
+  DefaultOptimizer(ph->mutable_value_optimizer(), builtin ? 1e-4 : 5e-5);
+  if (ph->seed() == 0) ph->set_seed(c.seed());
+  // Evaluation.
+  v1::EvaluationStage* ev = c.mutable_evaluation();
+  if (ev->num_prompts() == 0) ev->set_num_prompts(2000);
+  if (!ev->sampling().has_temperature()) ev->mutable_sampling()->set_temperature(1.0f);
+  if (ev->sampling().max_new_tokens() == 0) ev->mutable_sampling()->set_max_new_tokens(builtin ? 12 : 64);
+  if (ev->confidence_level() == 0) ev->set_confidence_level(0.95);
+  // Labeler: simulated with InstructGPT-like disagreement for the built-in task.
+  if (c.labeler().labeler_case() == v1::LabelerConfig::LABELER_NOT_SET && builtin) {
+    c.mutable_labeler()->mutable_simulated()->set_noise_rate(0.25);
+    c.mutable_labeler()->mutable_simulated()->set_seed(c.seed());
+  }
+  return c;
+}
+
+absl::Status ValidateRunConfig(const v1::RunConfig& c) {
+  const bool builtin = !c.task().builtin_task().empty();
+  if (builtin) {
+    if (c.task().builtin_task() != kBuiltinTaskName) {
+      return Bad("task.builtin_task", absl::StrCat("unknown task \"", c.task().builtin_task(), "\"; known: \"",
+                                                   kBuiltinTaskName, "\""));
+    }
+    if (!c.task().sft_data_path().empty() || !c.task().prompts_path().empty() ||
+        !c.task().eval_prompts_path().empty() || !c.task().pretrain_text_path().empty()) {
+      return Bad("task", "builtin_task writes its own data: leave the data paths empty");
+    }
+  } else {
+    if (c.task().sft_data_path().empty()) return Bad("task.sft_data_path", "required without builtin_task");
+    if (c.task().prompts_path().empty()) return Bad("task.prompts_path", "required without builtin_task");
+  }
+  switch (c.model().source_case()) {
+    case v1::ModelSource::kConfig: {
+      const v1::ModelConfig& m = c.model().config();
+      if (m.n_layer() <= 0) return Bad("model.config.n_layer", "must be > 0");
+      if (m.n_embd() <= 0) return Bad("model.config.n_embd", "must be > 0");
+      if (m.n_head() <= 0 || m.n_embd() % m.n_head() != 0) {
+        return Bad("model.config.n_head", "must be > 0 and divide n_embd");
+      }
+      if (m.n_positions() <= 1) return Bad("model.config.n_positions", "must be > 1");
+      if (builtin && c.model().tokenizer() != v1::TOKENIZER_KIND_WORD) {
+        return Bad("model.tokenizer", "the built-in task uses its word tokenizer (TOKENIZER_KIND_WORD)");
+      }
+      if (!builtin && c.model().tokenizer() == v1::TOKENIZER_KIND_WORD) {
+        return Bad("model.tokenizer", "a word tokenizer exists only for the built-in task");
+      }
+      break;
+    }
+    case v1::ModelSource::kBaseModelDir:
+      if (c.model().base_model_dir().empty()) return Bad("model.base_model_dir", "is empty");
+      if (builtin) return Bad("model.base_model_dir", "the built-in task trains its own word-level model");
+      break;
+    default:
+      return Bad("model", "set config or base_model_dir");
+  }
+  if (c.rounds() < 1) return Bad("rounds", "must be >= 1");
+  const v1::SftHyperParams& sh = c.sft().hparams();
+  if (sh.epochs() < 1) return Bad("sft.hparams.epochs", "must be >= 1");
+  if (sh.batch_size() < 1) return Bad("sft.hparams.batch_size", "must be >= 1");
+  if (!(sh.dropout() >= 0 && sh.dropout() < 1)) return Bad("sft.hparams.dropout", "must be in [0, 1)");
+  RETURN_IF_ERROR(CheckOptimizer(sh.optimizer(), "sft.hparams.optimizer"));
+  if (!(c.sft().validation_fraction() >= 0 && c.sft().validation_fraction() <= 0.5)) {
+    return Bad("sft.validation_fraction", "must be in [0, 0.5]");
+  }
+  if (c.sft().selection().criterion() == v1::CHECKPOINT_CRITERION_REWARD_SCORE &&
+      c.sft().selection().reward_service_address().empty()) {
+    return Bad("sft.selection.reward_service_address", "required for REWARD_SCORE");
+  }
+  const v1::ComparisonStage& cmp = c.comparisons();
+  if (cmp.num_prompts() < 1) return Bad("comparisons.num_prompts", "must be >= 1");
+  if (cmp.responses_per_prompt() < 2 || cmp.responses_per_prompt() > 9) {
+    return Bad("comparisons.responses_per_prompt", "must be in [2, 9]");
+  }
+  RETURN_IF_ERROR(CheckSampling(cmp.sampling(), "comparisons.sampling"));
+  RETURN_IF_ERROR(CheckOptimizer(c.reward_model().hparams().optimizer(), "reward_model.hparams.optimizer"));
+  if (!(c.reward_model().validation_fraction() >= 0 && c.reward_model().validation_fraction() <= 0.5)) {
+    return Bad("reward_model.validation_fraction", "must be in [0, 0.5]");
+  }
+  const v1::PpoStage& ppo = c.ppo();
+  if (ppo.iterations() < 1) return Bad("ppo.iterations", "must be >= 1");
+  if (ppo.prompts_per_iteration() < 2) return Bad("ppo.prompts_per_iteration", "must be >= 2");
+  RETURN_IF_ERROR(CheckSampling(ppo.sampling(), "ppo.sampling"));
+  if (ppo.sampling().temperature() == 0) return Bad("ppo.sampling.temperature", "PPO needs sampling (> 0)");
+  const v1::PpoHyperParams& ph = ppo.hparams();
+  if (ph.kl().beta() < 0) return Bad("ppo.hparams.kl.beta", "must be >= 0");
+  if (ph.kl().kind() == v1::KL_CONTROLLER_KIND_ADAPTIVE && !(ph.kl().target_kl() > 0)) {
+    return Bad("ppo.hparams.kl.target_kl", "must be > 0 for the adaptive controller");
+  }
+  if (ph.has_clip_range() && !(ph.clip_range() > 0)) return Bad("ppo.hparams.clip_range", "must be > 0");
+  if (ph.has_gamma() && !(ph.gamma() >= 0 && ph.gamma() <= 1)) return Bad("ppo.hparams.gamma", "must be in [0, 1]");
+  if (ph.has_gae_lambda() && !(ph.gae_lambda() >= 0 && ph.gae_lambda() <= 1)) {
+    return Bad("ppo.hparams.gae_lambda", "must be in [0, 1]");
+  }
+  if (ph.ppo_epochs() < 1) return Bad("ppo.hparams.ppo_epochs", "must be >= 1");
+  if (ph.minibatch_size() < 1) return Bad("ppo.hparams.minibatch_size", "must be >= 1");
+  if (!(ph.policy_ema_decay() >= 0 && ph.policy_ema_decay() < 1)) {
+    return Bad("ppo.hparams.policy_ema_decay", "must be in [0, 1)");
+  }
+  RETURN_IF_ERROR(CheckOptimizer(ph.policy_optimizer(), "ppo.hparams.policy_optimizer"));
+  RETURN_IF_ERROR(CheckOptimizer(ph.value_optimizer(), "ppo.hparams.value_optimizer"));
+  if (ppo.ptx_examples_per_rollout() < 0) return Bad("ppo.ptx_examples_per_rollout", "must be >= 0");
+  if (ppo.ptx_examples_per_rollout() > 0 && !builtin && c.task().pretrain_text_path().empty()) {
+    return Bad("ppo.ptx_examples_per_rollout", "needs task.pretrain_text_path");
+  }
+  const v1::EvaluationStage& ev = c.evaluation();
+  if (ev.num_prompts() < 2) return Bad("evaluation.num_prompts", "must be >= 2");
+  if (!(ev.confidence_level() > 0 && ev.confidence_level() < 1)) {
+    return Bad("evaluation.confidence_level", "must be in (0, 1)");
+  }
+  RETURN_IF_ERROR(CheckSampling(ev.sampling(), "evaluation.sampling"));
+  switch (c.labeler().labeler_case()) {
+    case v1::LabelerConfig::kDataset:
+      if (c.labeler().dataset().path().empty()) return Bad("labeler.dataset.path", "required");
+      break;
+    case v1::LabelerConfig::kSimulated:
+      if (!builtin) return Bad("labeler.simulated", "the simulated labeler judges the built-in task only");
+      if (!(c.labeler().simulated().noise_rate() >= 0 && c.labeler().simulated().noise_rate() <= 0.5)) {
+        return Bad("labeler.simulated.noise_rate", "must be in [0, 0.5]");
+      }
+      break;
+    case v1::LabelerConfig::kJudge:
+      if (c.labeler().judge().reward_service_address().empty()) {
+        return Bad("labeler.judge.reward_service_address", "required");
+      }
+      if (!(c.labeler().judge().noise_rate() >= 0 && c.labeler().judge().noise_rate() <= 0.5)) {
+        return Bad("labeler.judge.noise_rate", "must be in [0, 0.5]");
+      }
+      break;
+    case v1::LabelerConfig::kHumanQueue:
+      if (c.labeler().human_queue().min_completed() < 0) return Bad("labeler.human_queue.min_completed", "must be >= 0");
+      break;
+    default:
+      return Bad("labeler", "set one of dataset, simulated, judge, human_queue");
+  }
+  const v1::ServiceAddresses& s = c.services();
+  for (const auto& [name, address] : {std::pair<const char*, const std::string*>{"generation", &s.generation()},
+                                      {"reference", &s.reference()},
+                                      {"reward", &s.reward()},
+                                      {"trainer", &s.trainer()}}) {
+    if (address->empty()) {
+      return Bad(absl::StrCat("services.", name),
+                 "required (rlhf run fills the addresses of the services it starts on loopback)");
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace rlhf::orchestrator

@@ -1,0 +1,33 @@
+// Run configurations: reading a config file (protobuf JSON or text format), the defaults (those of
+// orchestrator.proto, and for the built-in task the settings known to work, DESIGN.md), and validation with errors
+// that name the field ("config.ppo.hparams.clip_range: must be > 0").
+#ifndef RLHF_SERVICES_ORCHESTRATOR_RUN_CONFIG_H_
+#define RLHF_SERVICES_ORCHESTRATOR_RUN_CONFIG_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "rlhf/v1/orchestrator.pb.h"
+
+namespace rlhf::orchestrator {
+
+namespace v1 = ::rlhf::v1;
+
+inline constexpr char kBuiltinTaskName[] = "instructions";
+
+// Reads `path`: protobuf JSON when it ends in ".json", else protobuf text format. InvalidArgument naming the file
+// and the parser's complaint; NotFound when missing.
+absl::StatusOr<v1::RunConfig> ReadRunConfig(const std::string& path);
+
+// The config `rlhf run` uses without a file: the built-in task end to end.
+v1::RunConfig DefaultRunConfig();
+
+// Fills every unset field with its documented default (for the built-in task, the settings known to work).
+v1::RunConfig WithDefaults(const v1::RunConfig& config);
+
+// Checks a config after WithDefaults. InvalidArgument naming the field ("config.<path>: <reason>").
+absl::Status ValidateRunConfig(const v1::RunConfig& config);
+
+}  // namespace rlhf::orchestrator
+
+#endif  // RLHF_SERVICES_ORCHESTRATOR_RUN_CONFIG_H_

@@ -1,0 +1,363 @@
+#include "services/orchestrator/run_manager.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "common/runtime/logging.h"
+#include "common/util/file_util.h"
+#include "common/util/status_macros.h"
+#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/time_util.h"
+#include "services/orchestrator/run_config.h"
+#include "services/orchestrator/run_driver.h"
+
+namespace rlhf::orchestrator {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+google::protobuf::Timestamp Now() { return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now())); }
+
+bool Terminal(v1::RunState s) {
+  return s == v1::RUN_STATE_SUCCEEDED || s == v1::RUN_STATE_FAILED || s == v1::RUN_STATE_CANCELLED;
+}
+
+std::string NewRunId() {
+  std::random_device rd;
+  return absl::StrCat("run-", absl::FormatTime("%Y%m%d-%H%M%S", absl::Now(), absl::UTCTimeZone()), "-",
+                      absl::StrFormat("%04x", rd() & 0xffff));
+}
+
+bool ValidRunId(const std::string& id) {
+  if (id.empty() || id.size() > 128 || id[0] == '.') return false;
+  return std::all_of(id.begin(), id.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.'; });
+}
+
+}  // namespace
+
+struct RunManager::Entry {
+  std::mutex mu;
+  v1::Run run;
+  std::vector<v1::RunEvent> history;
+  std::vector<Watcher> watchers;
+  std::atomic<bool> cancel{false};
+  std::thread thread;
+  absl::Time last_persist = absl::InfinitePast();
+};
+
+absl::StatusOr<std::unique_ptr<RunManager>> RunManager::Create(const RunManagerOptions& options) {
+  RETURN_IF_ERROR(util::MakeDirectories(options.runs_root));
+  std::unique_ptr<RunManager> manager(new RunManager(options));
+  // Known runs: every runs_root/<id>/run.json.
+  DIR* dir = ::opendir(options.runs_root.c_str());
+  if (dir == nullptr) return util::ErrnoStatus("open runs root", options.runs_root, errno);
+  std::vector<std::string> names;
+  while (dirent* e = ::readdir(dir)) {
+    if (e->d_name[0] != '.') names.push_back(e->d_name);
+  }
+  ::closedir(dir);
+  for (const std::string& name : names) {
+    const std::string path = absl::StrCat(options.runs_root, "/", name, "/run.json");
+    auto text = util::ReadFile(path);
+    if (!text.ok()) continue;
+    v1::Run run;
+    if (!google::protobuf::util::JsonStringToMessage(*text, &run).ok()) continue;
+    auto entry = std::make_shared<Entry>();
+    entry->run = run;
+    manager->runs_[run.run_id()] = entry;
+    if (options.resume && !Terminal(run.state())) {
+      runtime::Logger("orchestrator")->info("resuming run_id={} stage={} step={}", run.run_id(),
+                                            v1::Stage_Name(run.stage()), run.step());
+      manager->Launch(entry);
+    }
+  }
+  return manager;
+}
+
+RunManager::~RunManager() { Shutdown(); }
+
+void RunManager::Shutdown() {
+  shutting_down_ = true;
+  std::vector<std::shared_ptr<Entry>> entries;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [id, e] : runs_) entries.push_back(e);
+  }
+  for (auto& e : entries) e->cancel = true;
+  for (auto& e : entries) {
+    if (e->thread.joinable()) e->thread.join();
+  }
+}
+
+absl::Status RunManager::Persist(const Entry& entry) const {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  if (!google::protobuf::util::MessageToJsonString(entry.run, &json, options).ok()) {
+    return absl::InternalError("cannot print run.json");
+  }
+  return util::WriteFileAtomically(entry.run.run_dir() + "/run.json", json);
+}
+
+absl::StatusOr<v1::Run> RunManager::StartRun(const v1::StartRunRequest& request) {
+  if (shutting_down_) return absl::UnavailableError("the orchestrator is shutting down");
+  const std::string run_id = request.run_id().empty() ? NewRunId() : request.run_id();
+  if (!ValidRunId(run_id)) {
+    return absl::InvalidArgumentError("run_id: use 1-128 letters, digits, '-', '_' or '.', not starting with '.'");
+  }
+  std::shared_ptr<Entry> existing;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = runs_.find(run_id);
+    if (it != runs_.end()) existing = it->second;
+  }
+  if (existing) {
+    std::lock_guard<std::mutex> lock(existing->mu);
+    if (existing->thread.joinable() && !Terminal(existing->run.state())) {
+      return absl::AlreadyExistsError(absl::StrCat("run ", run_id, " is running"));
+    }
+    if (existing->run.state() == v1::RUN_STATE_SUCCEEDED) {
+      return absl::AlreadyExistsError(absl::StrCat("run ", run_id, " already finished"));
+    }
+  }
+  v1::RunConfig config = WithDefaults(request.config());
+  RETURN_IF_ERROR(ValidateRunConfig(config));
+  if (request.validate_only()) {
+    v1::Run run;
+    run.set_run_id(run_id);
+    *run.mutable_config() = config;
+    run.set_state(v1::RUN_STATE_PENDING);
+    return run;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    int active = 0;
+    for (const auto& [id, e] : runs_) {
+      std::lock_guard<std::mutex> entry_lock(e->mu);
+      active += !Terminal(e->run.state()) && e->thread.joinable();
+    }
+    if (active >= options_.max_active_runs) {
+      return absl::ResourceExhaustedError(absl::StrCat(active, " runs are active, the limit is ",
+                                                       options_.max_active_runs));
+    }
+  }
+  std::shared_ptr<Entry> entry = existing;
+  if (entry) {
+    if (entry->thread.joinable()) entry->thread.join();
+    std::lock_guard<std::mutex> lock(entry->mu);
+    *entry->run.mutable_config() = config;  // a resumed run may get new service addresses
+    entry->run.set_error_message("");
+    entry->cancel = false;
+  } else {
+    entry = std::make_shared<Entry>();
+    entry->run.set_run_id(run_id);
+    *entry->run.mutable_config() = config;
+    entry->run.set_run_dir(config.run_dir().empty() ? absl::StrCat(options_.runs_root, "/", run_id) : config.run_dir());
+    entry->run.set_state(v1::RUN_STATE_PENDING);
+    *entry->run.mutable_create_time() = Now();
+    RETURN_IF_ERROR(util::MakeDirectories(entry->run.run_dir()));
+    std::lock_guard<std::mutex> lock(mu_);
+    runs_[run_id] = entry;
+  }
+  {
+    std::lock_guard<std::mutex> lock(entry->mu);
+    RETURN_IF_ERROR(Persist(*entry));
+  }
+  Launch(entry);
+  std::lock_guard<std::mutex> lock(entry->mu);
+  return entry->run;
+}
+
+void RunManager::Launch(std::shared_ptr<Entry> entry) {
+  std::lock_guard<std::mutex> lock(entry->mu);
+  entry->run.set_state(v1::RUN_STATE_RUNNING);
+  entry->thread = std::thread([this, entry] { Execute(entry); });
+}
+
+void RunManager::Publish(Entry& entry, const v1::RunEvent& event) {
+  std::vector<Watcher> watchers;
+  {
+    std::lock_guard<std::mutex> lock(entry.mu);
+    entry.history.push_back(event);
+    if (entry.history.size() > 20000) entry.history.erase(entry.history.begin(), entry.history.begin() + 10000);
+    watchers = entry.watchers;
+  }
+  std::vector<bool> keep;
+  for (Watcher& w : watchers) keep.push_back(w.on_event(event));
+  std::lock_guard<std::mutex> lock(entry.mu);
+  // Drop the ones that unsubscribed (watchers only ever get appended while we published).
+  std::vector<Watcher> kept;
+  for (size_t i = 0; i < entry.watchers.size(); ++i) {
+    if (i >= keep.size() || keep[i]) kept.push_back(entry.watchers[i]);
+  }
+  entry.watchers = std::move(kept);
+}
+
+void RunManager::Execute(std::shared_ptr<Entry> entry) {
+  auto log = runtime::Logger("orchestrator");
+  RunContext context;
+  {
+    std::lock_guard<std::mutex> lock(entry->mu);
+    context.run_id = entry->run.run_id();
+    context.run_dir = entry->run.run_dir();
+    context.config = entry->run.config();
+    (void)Persist(*entry);
+  }
+  context.client = options_.client;
+  context.checkpoint_every = options_.checkpoint_every;
+  context.cancelled = [this, entry] { return entry->cancel.load() || shutting_down_.load(); };
+  context.emit = [this, entry](const v1::RunEvent& event) {
+    Publish(*entry, event);
+    std::lock_guard<std::mutex> lock(entry->mu);
+    if (absl::Now() - entry->last_persist > absl::Seconds(2) || event.stage() != entry->run.stage()) {
+      (void)Persist(*entry);
+      entry->last_persist = absl::Now();
+    }
+  };
+  v1::Run working;
+  {
+    std::lock_guard<std::mutex> lock(entry->mu);
+    working = entry->run;
+  }
+  // Wait for the services (they may be starting next to us).
+  absl::Status status;
+  const absl::Time give_up = absl::Now() + options_.service_wait;
+  while (true) {
+    status = CheckServices(context);
+    if (status.ok() || absl::Now() > give_up || context.cancelled()) break;
+    absl::SleepFor(absl::Milliseconds(500));
+  }
+  if (status.ok()) {
+    // DriveRun updates a copy; events mirror it into the entry.
+    context.emit = [this, entry, &working](const v1::RunEvent& event) {
+      Publish(*entry, event);
+      std::lock_guard<std::mutex> lock(entry->mu);
+      const v1::RunState state = entry->run.state();
+      entry->run = working;
+      entry->run.set_state(state);
+      if (absl::Now() - entry->last_persist > absl::Seconds(2) || event.has_checkpoint() ||
+          !event.message().empty()) {
+        (void)Persist(*entry);
+        entry->last_persist = absl::Now();
+      }
+    };
+    status = DriveRun(context, &working);
+  }
+  v1::RunEvent final_event;
+  {
+    std::lock_guard<std::mutex> lock(entry->mu);
+    const v1::RunState previous = entry->run.state();
+    entry->run = working;
+    if (status.ok()) {
+      entry->run.set_state(v1::RUN_STATE_SUCCEEDED);
+    } else if (absl::IsCancelled(status) && entry->cancel) {
+      entry->run.set_state(v1::RUN_STATE_CANCELLED);
+    } else if (shutting_down_) {
+      entry->run.set_state(v1::RUN_STATE_RUNNING);  // resumed by the next orchestrator
+    } else {
+      entry->run.set_state(v1::RUN_STATE_FAILED);
+    }
+    if (!status.ok()) entry->run.set_error_message(std::string(status.message()));
+    if (Terminal(entry->run.state())) *entry->run.mutable_end_time() = Now();
+    *entry->run.mutable_update_time() = Now();
+    (void)Persist(*entry);
+    final_event.set_run_id(entry->run.run_id());
+    *final_event.mutable_time() = Now();
+    final_event.set_stage(entry->run.stage());
+    final_event.set_round(entry->run.round());
+    final_event.set_step(entry->run.step());
+    final_event.set_total_steps(entry->run.total_steps());
+    final_event.set_message(status.ok() ? "run succeeded" : std::string(status.message()));
+    final_event.mutable_state_change()->set_previous(previous);
+    final_event.mutable_state_change()->set_current(entry->run.state());
+  }
+  if (status.ok()) {
+    log->info("run finished run_id={}", context.run_id);
+  } else {
+    log->error("run stopped run_id={} error={}", context.run_id, std::string(status.message()));
+  }
+  Publish(*entry, final_event);
+  std::vector<Watcher> watchers;
+  {
+    std::lock_guard<std::mutex> lock(entry->mu);
+    watchers.swap(entry->watchers);
+  }
+  for (Watcher& w : watchers) {
+    if (w.on_done) w.on_done();
+  }
+}
+
+absl::StatusOr<v1::Run> RunManager::GetRun(const std::string& run_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = runs_.find(run_id);
+  if (it == runs_.end()) return absl::NotFoundError(absl::StrCat("no run ", run_id));
+  std::lock_guard<std::mutex> entry_lock(it->second->mu);
+  return it->second->run;
+}
+
+std::vector<v1::Run> RunManager::ListRuns(v1::RunState state) const {
+  std::vector<v1::Run> out;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [id, e] : runs_) {
+    std::lock_guard<std::mutex> entry_lock(e->mu);
+    if (state == v1::RUN_STATE_UNSPECIFIED || e->run.state() == state) out.push_back(e->run);
+  }
+  std::sort(out.begin(), out.end(), [](const v1::Run& a, const v1::Run& b) {
+    return TimeUtil::TimestampToNanoseconds(a.create_time()) > TimeUtil::TimestampToNanoseconds(b.create_time());
+  });
+  return out;
+}
+
+absl::StatusOr<v1::Run> RunManager::CancelRun(const std::string& run_id, const std::string& reason) {
+  std::shared_ptr<Entry> entry;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = runs_.find(run_id);
+    if (it == runs_.end()) return absl::NotFoundError(absl::StrCat("no run ", run_id));
+    entry = it->second;
+  }
+  entry->cancel = true;
+  runtime::Logger("orchestrator")->info("cancelling run_id={} reason={}", run_id, reason);
+  std::lock_guard<std::mutex> lock(entry->mu);
+  return entry->run;
+}
+
+absl::Status RunManager::Watch(const std::string& run_id, bool include_history, Watcher watcher) {
+  std::shared_ptr<Entry> entry;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = runs_.find(run_id);
+    if (it == runs_.end()) return absl::NotFoundError(absl::StrCat("no run ", run_id));
+    entry = it->second;
+  }
+  std::unique_lock<std::mutex> lock(entry->mu);
+  if (include_history) {
+    for (const v1::RunEvent& e : entry->history) {
+      if (!watcher.on_event(e)) return absl::OkStatus();
+    }
+  }
+  if (Terminal(entry->run.state()) || !entry->thread.joinable()) {
+    v1::RunEvent event;
+    event.set_run_id(run_id);
+    *event.mutable_time() = Now();
+    event.set_stage(entry->run.stage());
+    event.set_step(entry->run.step());
+    event.mutable_state_change()->set_previous(entry->run.state());
+    event.mutable_state_change()->set_current(entry->run.state());
+    event.set_message(entry->run.error_message());
+    lock.unlock();
+    watcher.on_event(event);
+    if (watcher.on_done) watcher.on_done();
+    return absl::OkStatus();
+  }
+  entry->watchers.push_back(std::move(watcher));
+  return absl::OkStatus();
+}
+
+}  // namespace rlhf::orchestrator

@@ -1,0 +1,71 @@
+// The orchestrator's runs: starts each on its own thread, keeps its state (run.json in its directory, written
+// atomically at every change of stage and checkpoint), its event history and its watchers, cancels on request, and
+// on start-up resumes the runs a previous process left unfinished. Knows the services only through DriveRun.
+#ifndef RLHF_SERVICES_ORCHESTRATOR_RUN_MANAGER_H_
+#define RLHF_SERVICES_ORCHESTRATOR_RUN_MANAGER_H_
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/runtime/client.h"
+#include "rlhf/v1/orchestrator.pb.h"
+
+namespace rlhf::orchestrator {
+
+namespace v1 = ::rlhf::v1;
+
+struct RunManagerOptions {
+  std::string runs_root = "runs";
+  runtime::ClientOptions client;  // how to reach the services (TLS, token)
+  int32_t max_active_runs = 4;
+  int32_t checkpoint_every = 5;
+  absl::Duration service_wait = absl::Seconds(60);  // how long a run waits for its services to be SERVING
+  bool resume = true;                               // resume unfinished runs found under runs_root at start-up
+};
+
+class RunManager {
+ public:
+  // A watcher receives events; returning false unsubscribes it. `done` runs once the run reached a terminal state
+  // (or the manager shuts down).
+  struct Watcher {
+    std::function<bool(const v1::RunEvent&)> on_event;
+    std::function<void()> on_done;
+  };
+
+  static absl::StatusOr<std::unique_ptr<RunManager>> Create(const RunManagerOptions& options);
+  ~RunManager();  // cancels active runs and joins their threads
+
+  // Validates and starts (or, for a known unfinished run id, resumes). See OrchestratorService.StartRun.
+  absl::StatusOr<v1::Run> StartRun(const v1::StartRunRequest& request);
+  absl::StatusOr<v1::Run> GetRun(const std::string& run_id) const;
+  std::vector<v1::Run> ListRuns(v1::RunState state) const;
+  absl::StatusOr<v1::Run> CancelRun(const std::string& run_id, const std::string& reason);
+  // Subscribes; with include_history the past events come first. NotFound for an unknown run.
+  absl::Status Watch(const std::string& run_id, bool include_history, Watcher watcher);
+
+  void Shutdown();
+
+ private:
+  struct Entry;
+  explicit RunManager(const RunManagerOptions& options) : options_(options) {}
+  void Launch(std::shared_ptr<Entry> entry);
+  void Execute(std::shared_ptr<Entry> entry);
+  void Publish(Entry& entry, const v1::RunEvent& event);
+  absl::Status Persist(const Entry& entry) const;  // run.json, with entry.mu held
+
+  RunManagerOptions options_;
+  mutable std::mutex mu_;
+  std::map<std::string, std::shared_ptr<Entry>> runs_;
+  std::atomic<bool> shutting_down_{false};
+};
+
+}  // namespace rlhf::orchestrator
+
+#endif  // RLHF_SERVICES_ORCHESTRATOR_RUN_MANAGER_H_

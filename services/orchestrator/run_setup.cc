@@ -1,0 +1,110 @@
+#include "services/orchestrator/run_setup.h"
+
+#include <sys/stat.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/model/gpt2.h"
+#include "common/task/builtin_task.h"
+#include "common/tokenizer/byte_tokenizer.h"
+#include "common/tokenizer/tokenizer.h"
+#include "common/util/file_util.h"
+#include "common/util/status_macros.h"
+
+namespace rlhf::orchestrator {
+namespace {
+
+bool Exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+absl::Status CopyFile(const std::string& from, const std::string& to) {
+  ASSIGN_OR_RETURN(std::string bytes, util::ReadFile(from));
+  return util::WriteFileAtomically(to, bytes);
+}
+
+}  // namespace
+
+RunFiles RunFilesFor(const v1::RunConfig& config, const std::string& run_dir) {
+  RunFiles f;
+  f.run_dir = run_dir;
+  f.builtin_task = !config.task().builtin_task().empty();
+  if (f.builtin_task) {
+    const task::BuiltinTaskFiles t = task::BuiltinTaskFilesIn(run_dir + "/data");
+    f.sft_data = t.demonstrations;
+    f.comparison_prompts = t.rm_prompts;
+    f.ppo_prompts = t.ppo_prompts;
+    f.eval_prompts = t.eval_prompts;
+    f.pretraining = t.pretraining;
+  } else {
+    f.sft_data = config.task().sft_data_path();
+    f.comparison_prompts = config.task().prompts_path();
+    f.ppo_prompts = config.task().prompts_path();
+    f.eval_prompts = config.task().eval_prompts_path();
+    f.pretraining = config.task().pretrain_text_path();
+  }
+  f.init_model = config.model().has_config() ? run_dir + "/models/init" : config.model().base_model_dir();
+  f.init_reward_model = run_dir + "/models/init-reward";
+  return f;
+}
+
+absl::StatusOr<RunFiles> PrepareRun(const v1::RunConfig& config, const std::string& run_dir) {
+  RunFiles f = RunFilesFor(config, run_dir);
+  RETURN_IF_ERROR(util::MakeDirectories(run_dir));
+  std::string tokenizer_json;  // tokenizer.json to put beside a model made from a config
+  if (f.builtin_task) {
+    const task::BuiltinTaskFiles t = task::BuiltinTaskFilesIn(run_dir + "/data");
+    if (!Exists(t.task_json)) {
+      task::BuiltinTaskOptions options;
+      options.seed = config.seed();
+      RETURN_IF_ERROR(task::WriteBuiltinTask(run_dir + "/data", options).status());
+    }
+    tokenizer_json = t.tokenizer;
+  } else {
+    for (const auto& [field, path] : {std::pair<const char*, std::string>{"task.sft_data_path", f.sft_data},
+                                      {"task.prompts_path", f.ppo_prompts}}) {
+      if (!Exists(path)) return absl::NotFoundError(absl::StrCat("config.", field, ": ", path, " does not exist"));
+    }
+  }
+  model::Gpt2Options options;
+  options.init_seed = config.seed();
+  if (config.model().has_config() && !Exists(f.init_model + "/model.safetensors")) {
+    std::unique_ptr<tokenizer::Tokenizer> tok;
+    if (tokenizer_json.empty()) {
+      ASSIGN_OR_RETURN(auto bytes, tokenizer::ByteTokenizer::Create());
+      RETURN_IF_ERROR(util::MakeDirectories(f.init_model));
+      RETURN_IF_ERROR(bytes->Save(f.init_model + "/tokenizer.json"));
+    } else {
+      RETURN_IF_ERROR(util::MakeDirectories(f.init_model));
+      RETURN_IF_ERROR(CopyFile(tokenizer_json, f.init_model + "/tokenizer.json"));
+    }
+    ASSIGN_OR_RETURN(tok, tokenizer::LoadTokenizer(f.init_model));
+    const v1::ModelConfig& m = config.model().config();
+    model::Gpt2Config c;
+    c.n_layer = m.n_layer();
+    c.n_embd = m.n_embd();
+    c.n_head = m.n_head();
+    c.n_positions = m.n_positions();
+    c.vocab_size = tok->VocabSize();
+    if (m.layer_norm_epsilon() > 0) c.layer_norm_epsilon = m.layer_norm_epsilon();
+    c.resid_pdrop = m.resid_pdrop();
+    c.embd_pdrop = m.embd_pdrop();
+    c.attn_pdrop = m.attn_pdrop();
+    if (tok->EosId()) c.eos_token_id = *tok->EosId();
+    if (tok->PadId()) c.pad_token_id = *tok->PadId();
+    ASSIGN_OR_RETURN(std::unique_ptr<model::Gpt2Model> init, model::Gpt2Model::Create(c, options));
+    RETURN_IF_ERROR(init->Save(f.init_model, {{"rlhf.stage", "init"}}));
+  }
+  if (!Exists(f.init_reward_model + "/model.safetensors")) {
+    options.reward_head = true;
+    ASSIGN_OR_RETURN(std::unique_ptr<model::Gpt2Model> rm, model::Gpt2Model::Load(f.init_model, options));
+    RETURN_IF_ERROR(rm->Save(f.init_reward_model, {{"rlhf.stage", "init"}}));
+    for (const char* name : {"tokenizer.json", "encoder.json", "vocab.bpe"}) {
+      const std::string from = absl::StrCat(f.init_model, "/", name);
+      if (Exists(from)) RETURN_IF_ERROR(CopyFile(from, absl::StrCat(f.init_reward_model, "/", name)));
+    }
+  }
+  return f;
+}
+
+}  // namespace rlhf::orchestrator

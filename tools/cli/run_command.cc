@@ -1,0 +1,233 @@
+#include "tools/cli/run_command.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <map>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "common/runtime/client.h"
+#include "common/runtime/status_util.h"
+#include "common/task/evaluation.h"
+#include "common/util/file_util.h"
+#include "rlhf/v1/orchestrator.grpc.pb.h"
+#include "services/orchestrator/run_config.h"
+#include "services/orchestrator/run_setup.h"
+#include "tools/cli/local_services.h"
+#include "tools/report/report.h"
+
+namespace rlhf::cli {
+namespace {
+
+namespace v1 = ::rlhf::v1;
+
+std::string StageLabel(v1::Stage stage) {
+  switch (stage) {
+    case v1::STAGE_PRETRAIN: return "pretrain";
+    case v1::STAGE_SFT: return "SFT";
+    case v1::STAGE_COMPARISONS: return "comparisons";
+    case v1::STAGE_REWARD_MODEL: return "reward model";
+    case v1::STAGE_PPO: return "PPO";
+    case v1::STAGE_EVALUATION: return "evaluation";
+    default: return "setup";
+  }
+}
+
+// The metrics shown beside each stage's bar.
+std::string KeyMetrics(const v1::RunEvent& e) {
+  static const char* const kKeys[] = {"train/loss", "val/loss", "val/accuracy", "comparisons/pairs", "ppo/mean_reward",
+                                      "ppo/true_score", "ppo/kl", "eval/win_rate"};
+  std::string out;
+  for (const char* key : kKeys) {
+    auto it = e.metrics().find(key);
+    if (it != e.metrics().end()) absl::StrAppendFormat(&out, "  %s %.3f", key, it->second);
+  }
+  return out;
+}
+
+// One progress bar per stage: redrawn in place on a terminal, a line every 10% otherwise.
+class ProgressPrinter {
+ public:
+  ProgressPrinter() : tty_(::isatty(STDOUT_FILENO) == 1) {}
+  void Show(const v1::RunEvent& e) {
+    const std::string label = e.round() > 0 ? absl::StrCat(StageLabel(e.stage()), " (round ", e.round(), ")")
+                                            : StageLabel(e.stage());
+    if (label != current_) {
+      if (!current_.empty() && tty_) std::printf("\n");
+      current_ = label;
+      last_decile_ = -1;
+      started_ = absl::Now();
+    }
+    if (!e.message().empty() && !e.has_state_change()) {
+      if (tty_) std::printf("\r\033[K");
+      std::printf("[%s] %s\n", label.c_str(), e.message().c_str());
+    }
+    if (e.total_steps() <= 0) return;
+    const double fraction = std::min(1.0, static_cast<double>(e.step()) / static_cast<double>(e.total_steps()));
+    const int width = 30, filled = static_cast<int>(fraction * width);
+    const std::string bar = std::string(filled, '#') + std::string(width - filled, '.');
+    const std::string line = absl::StrFormat("%-22s [%s] %5.1f%% %lld/%lld %5.0fs%s", label, bar, fraction * 100,
+                                             static_cast<long long>(e.step()), static_cast<long long>(e.total_steps()),
+                                             absl::ToDoubleSeconds(absl::Now() - started_), KeyMetrics(e));
+    if (tty_) {
+      std::printf("\r\033[K%s", line.c_str());
+      std::fflush(stdout);
+    } else if (static_cast<int>(fraction * 10) > last_decile_) {
+      last_decile_ = static_cast<int>(fraction * 10);
+      std::printf("%s\n", line.c_str());
+      std::fflush(stdout);
+    }
+  }
+  void Finish() {
+    if (tty_ && !current_.empty()) std::printf("\n");
+  }
+
+ private:
+  bool tty_;
+  std::string current_;
+  int last_decile_ = -1;
+  absl::Time started_ = absl::Now();
+};
+
+std::string Dirname(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  return slash == std::string::npos ? "." : path.substr(0, slash);
+}
+
+std::string Basename(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+std::string Absolute(const std::string& path) {
+  if (!path.empty() && path[0] == '/') return path;
+  char cwd[4096];
+  if (::getcwd(cwd, sizeof(cwd)) == nullptr) return path;
+  return absl::StrCat(cwd, "/", path);
+}
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "rlhf run: %s\n", status.ToString().c_str());
+  return 1;
+}
+
+}  // namespace
+
+int RunCommand(const RunCommandOptions& options) {
+  const absl::Time start = absl::Now();
+  std::string run_dir = Absolute(options.run_dir);
+  while (run_dir.size() > 1 && run_dir.back() == '/') run_dir.pop_back();
+  const std::string runs_root = Dirname(run_dir);
+  const std::string run_id = Basename(run_dir);
+
+  v1::RunConfig config;
+  if (!options.config_path.empty()) {
+    auto read = orchestrator::ReadRunConfig(options.config_path);
+    if (!read.ok()) return Fail(read.status());
+    config = *read;
+  } else {
+    config.mutable_task()->set_builtin_task(orchestrator::kBuiltinTaskName);
+  }
+  if (!config.run_dir().empty()) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat(options.config_path, ": config.run_dir: leave it empty with rlhf run; use --run_dir")));
+  }
+  config = orchestrator::WithDefaults(config);
+
+  std::vector<LocalService> services;
+  std::string orchestrator_address = options.orchestrator;
+  const bool embedded = orchestrator_address.empty();
+  if (embedded) {
+    // The services the config does not name run here, on loopback, serving the run's initial models.
+    auto files = orchestrator::PrepareRun(config, run_dir);
+    if (!files.ok()) return Fail(files.status());
+    const std::string log_dir = run_dir + "/logs";
+    if (absl::Status s = util::MakeDirectories(log_dir); !s.ok()) return Fail(s);
+    SuiteLayout layout;
+    layout.policy_model = files->init_model;
+    layout.reward_model = files->init_reward_model;
+    layout.checkpoint_root = run_dir + "/checkpoints/trainer-default";
+    layout.runs_root = runs_root;
+    services = SuiteServices(options.bin_dir, layout);
+    std::printf("Starting %zu services on loopback (logs in %s)...\n", services.size(), log_dir.c_str());
+    if (absl::Status s = StartLocalServices(services, log_dir, absl::Seconds(options.startup_timeout_seconds));
+        !s.ok()) {
+      return Fail(s);
+    }
+    std::map<std::string, std::string> address;
+    for (const LocalService& s : services) address[s.name] = absl::StrCat("127.0.0.1:", s.port);
+    v1::ServiceAddresses* a = config.mutable_services();
+    if (a->generation().empty()) a->set_generation(address["policy-generation"]);
+    if (a->reference().empty()) a->set_reference(address["reference-logprob"]);
+    if (a->reward().empty()) a->set_reward(address["reward-scoring"]);
+    if (a->trainer().empty()) a->set_trainer(address["ppo-trainer"]);
+    if (a->labeling().empty()) a->set_labeling(address["labeling"]);
+    orchestrator_address = address["orchestrator"];
+    for (const LocalService& s : services) {
+      std::printf("  %-18s 127.0.0.1:%-6d metrics http://127.0.0.1:%d/metrics\n", s.name.c_str(), s.port,
+                  s.metrics_port);
+    }
+  }
+  auto stop = [&]() -> absl::Status {
+    if (services.empty()) return absl::OkStatus();
+    return StopLocalServices(services, absl::Seconds(40));
+  };
+
+  runtime::ClientOptions client;
+  client.target = orchestrator_address;
+  auto channel = runtime::MakeChannel(client);
+  if (!channel.ok()) return stop(), Fail(channel.status());
+  auto stub = v1::OrchestratorService::NewStub(*channel);
+  v1::StartRunRequest request;
+  *request.mutable_config() = config;
+  request.set_run_id(run_id);
+  v1::Run run;
+  {
+    auto context = runtime::ContextWithTimeout(absl::Seconds(60));
+    grpc::Status status = stub->StartRun(context.get(), request, &run);
+    if (!status.ok()) {
+      absl::Status s = runtime::FromGrpcStatus(status);
+      stop().IgnoreError();
+      return Fail(s);
+    }
+  }
+  std::printf("\nRun %s in %s\n", run.run_id().c_str(), run.run_dir().c_str());
+  ProgressPrinter printer;
+  {
+    grpc::ClientContext context;
+    v1::WatchRunRequest watch;
+    watch.set_run_id(run.run_id());
+    auto reader = stub->WatchRun(&context, watch);
+    v1::RunEvent event;
+    while (reader->Read(&event)) printer.Show(event);
+    printer.Finish();
+    grpc::Status status = reader->Finish();
+    if (!status.ok()) std::fprintf(stderr, "rlhf run: watching the run: %s\n", status.error_message().c_str());
+  }
+  {
+    auto context = runtime::ContextWithTimeout(absl::Seconds(30));
+    v1::GetRunRequest get;
+    get.set_run_id(run.run_id());
+    grpc::Status status = stub->GetRun(context.get(), get, &run);
+    if (!status.ok()) std::fprintf(stderr, "rlhf run: GetRun: %s\n", status.error_message().c_str());
+  }
+  const absl::Status stopped = stop();
+  if (run.state() != v1::RUN_STATE_SUCCEEDED) {
+    std::fprintf(stderr, "\nrlhf run: the run ended %s: %s\n(run `rlhf run --run_dir=%s` again to resume it)\n",
+                 v1::RunState_Name(run.state()).c_str(), run.error_message().c_str(), options.run_dir.c_str());
+    return 1;
+  }
+  std::printf("\nResults on %d held-out prompts (one sampled response per policy and prompt):\n\n",
+              run.evaluation().num_prompts());
+  auto summary = task::ReadEvalSummary(run.run_dir() + "/eval/summary.json");
+  if (summary.ok()) std::printf("%s", report::FormatSummaryTable(*summary).c_str());
+  std::printf("\nReport: %s/report.html\nWall-clock time: %.0f s\n", run.run_dir().c_str(),
+              absl::ToDoubleSeconds(absl::Now() - start));
+  if (!stopped.ok()) std::fprintf(stderr, "rlhf run: stopping the services: %s\n", stopped.ToString().c_str());
+  return 0;
+}
+
+}  // namespace rlhf::cli
