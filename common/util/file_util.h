@@ -28,8 +28,18 @@ absl::Status ErrnoStatus(absl::string_view what, const std::string& path, int er
 // The folder part of `path` ("." when there is none).
 std::string DirName(const std::string& path);
 
+// The last component of `path`, trailing slashes ignored ("runs/a/" -> "a").
+std::string BaseName(const std::string& path);
+
 // Creates `dir` and its parents (like `mkdir -p`).
 absl::Status MakeDirectories(const std::string& dir);
+
+// Whether something exists at `path` / whether it is a directory (following links).
+bool PathExists(const std::string& path);
+bool IsDirectory(const std::string& path);
+
+// ReadFile(from), then WriteFileAtomically(to).
+absl::Status CopyFileAtomically(const std::string& from, const std::string& to);
 
 }  // namespace rlhf::util
 

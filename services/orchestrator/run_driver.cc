@@ -1,6 +1,5 @@
 #include "services/orchestrator/run_driver.h"
 
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <cmath>
@@ -36,11 +35,6 @@ namespace {
 
 using google::protobuf::util::TimeUtil;
 using Json = nlohmann::json;
-
-bool Exists(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0;
-}
 
 google::protobuf::Timestamp Now() { return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now())); }
 
@@ -187,7 +181,7 @@ class Driver {
 
   absl::Status LoadProgress() {
     const std::string path = Path("progress.json");
-    if (!Exists(path)) return absl::OkStatus();
+    if (!util::PathExists(path)) return absl::OkStatus();
     ASSIGN_OR_RETURN(std::string text, util::ReadFile(path));
     ASSIGN_OR_RETURN(progress_, Progress::FromJson(text, path));
     return absl::OkStatus();
@@ -198,7 +192,7 @@ class Driver {
   absl::Status OpenMetrics() {
     const std::string path = Path("metrics.jsonl");
     // Iterations after the last trainer checkpoint are redone on resume: drop their lines first.
-    if (Exists(path)) {
+    if (util::PathExists(path)) {
       ASSIGN_OR_RETURN(std::string text, util::ReadFile(path));
       std::string kept;
       bool dropped = false;

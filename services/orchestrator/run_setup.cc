@@ -1,6 +1,5 @@
 #include "services/orchestrator/run_setup.h"
 
-#include <sys/stat.h>
 
 #include "absl/strings/str_cat.h"
 #include "common/model/gpt2.h"
@@ -11,20 +10,6 @@
 #include "common/util/status_macros.h"
 
 namespace rlhf::orchestrator {
-namespace {
-
-bool Exists(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0;
-}
-
-absl::Status CopyFile(const std::string& from, const std::string& to) {
-  ASSIGN_OR_RETURN(std::string bytes, util::ReadFile(from));
-  return util::WriteFileAtomically(to, bytes);
-}
-
-}  // namespace
-
 RunFiles RunFilesFor(const v1::RunConfig& config, const std::string& run_dir) {
   RunFiles f;
   f.run_dir = run_dir;
@@ -54,7 +39,7 @@ absl::StatusOr<RunFiles> PrepareRun(const v1::RunConfig& config, const std::stri
   std::string tokenizer_json;  // tokenizer.json to put beside a model made from a config
   if (f.builtin_task) {
     const task::BuiltinTaskFiles t = task::BuiltinTaskFilesIn(run_dir + "/data");
-    if (!Exists(t.task_json)) {
+    if (!util::PathExists(t.task_json)) {
       task::BuiltinTaskOptions options;
       options.seed = config.seed();
       RETURN_IF_ERROR(task::WriteBuiltinTask(run_dir + "/data", options).status());
@@ -63,12 +48,12 @@ absl::StatusOr<RunFiles> PrepareRun(const v1::RunConfig& config, const std::stri
   } else {
     for (const auto& [field, path] : {std::pair<const char*, std::string>{"task.sft_data_path", f.sft_data},
                                       {"task.prompts_path", f.ppo_prompts}}) {
-      if (!Exists(path)) return absl::NotFoundError(absl::StrCat("config.", field, ": ", path, " does not exist"));
+      if (!util::PathExists(path)) return absl::NotFoundError(absl::StrCat("config.", field, ": ", path, " does not exist"));
     }
   }
   model::Gpt2Options options;
   options.init_seed = config.seed();
-  if (config.model().has_config() && !Exists(f.init_model + "/model.safetensors")) {
+  if (config.model().has_config() && !util::PathExists(f.init_model + "/model.safetensors")) {
     std::unique_ptr<tokenizer::Tokenizer> tok;
     if (tokenizer_json.empty()) {
       ASSIGN_OR_RETURN(auto bytes, tokenizer::ByteTokenizer::Create());
@@ -76,7 +61,7 @@ absl::StatusOr<RunFiles> PrepareRun(const v1::RunConfig& config, const std::stri
       RETURN_IF_ERROR(bytes->Save(f.init_model + "/tokenizer.json"));
     } else {
       RETURN_IF_ERROR(util::MakeDirectories(f.init_model));
-      RETURN_IF_ERROR(CopyFile(tokenizer_json, f.init_model + "/tokenizer.json"));
+      RETURN_IF_ERROR(util::CopyFileAtomically(tokenizer_json, f.init_model + "/tokenizer.json"));
     }
     ASSIGN_OR_RETURN(tok, tokenizer::LoadTokenizer(f.init_model));
     const v1::ModelConfig& m = config.model().config();
@@ -95,13 +80,13 @@ absl::StatusOr<RunFiles> PrepareRun(const v1::RunConfig& config, const std::stri
     ASSIGN_OR_RETURN(std::unique_ptr<model::Gpt2Model> init, model::Gpt2Model::Create(c, options));
     RETURN_IF_ERROR(init->Save(f.init_model, {{"rlhf.stage", "init"}}));
   }
-  if (!Exists(f.init_reward_model + "/model.safetensors")) {
+  if (!util::PathExists(f.init_reward_model + "/model.safetensors")) {
     options.reward_head = true;
     ASSIGN_OR_RETURN(std::unique_ptr<model::Gpt2Model> rm, model::Gpt2Model::Load(f.init_model, options));
     RETURN_IF_ERROR(rm->Save(f.init_reward_model, {{"rlhf.stage", "init"}}));
     for (const char* name : {"tokenizer.json", "encoder.json", "vocab.bpe"}) {
       const std::string from = absl::StrCat(f.init_model, "/", name);
-      if (Exists(from)) RETURN_IF_ERROR(CopyFile(from, absl::StrCat(f.init_reward_model, "/", name)));
+      if (util::PathExists(from)) RETURN_IF_ERROR(util::CopyFileAtomically(from, absl::StrCat(f.init_reward_model, "/", name)));
     }
   }
   return f;

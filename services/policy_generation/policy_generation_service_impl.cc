@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/runtime/finished_reactors.h"
 #include "common/runtime/status_util.h"
+#include "common/serving/checkpoint_update.h"
 #include "common/serving/model_info.h"
 #include "common/serving/weights_transfer.h"
 #include "google/protobuf/util/time_util.h"
@@ -121,11 +122,7 @@ grpc::ServerUnaryReactor* PolicyGenerationServiceImpl::Generate(grpc::CallbackSe
 
 void PolicyGenerationServiceImpl::FillSwapResponse(const serving::ModelStore::SwapResult& swap,
                                                    v1::UpdateWeightsResponse* response) {
-  serving::FillModelId(*swap.current, response->mutable_model_id());
-  serving::FillModelId(*swap.previous, response->mutable_previous_model_id());
-  response->set_total_bytes(swap.total_bytes);
-  *response->mutable_load_time() = TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(swap.load_time));
-  metrics_->model_version.Set(static_cast<double>(swap.current->version));
+  serving::FillUpdateWeightsResponse(swap, *metrics_, response);
 }
 
 // Reads the weights stream into a WeightsAssembler; at its end, swaps on the loader thread.
@@ -196,24 +193,7 @@ grpc::ServerReadReactor<v1::WeightsChunk>* PolicyGenerationServiceImpl::UpdateWe
 grpc::ServerUnaryReactor* PolicyGenerationServiceImpl::UpdateWeightsFromCheckpoint(
     grpc::CallbackServerContext* context, const v1::UpdateWeightsFromCheckpointRequest* request,
     v1::UpdateWeightsResponse* response) {
-  if (request->path().empty()) {
-    return runtime::FinishUnary(context, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "path is empty"));
-  }
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  loader_.Post([this, reactor, request, response] {
-    std::optional<int64_t> target;
-    if (request->has_target_version()) target = request->target_version();
-    auto swap = engine_->store().SwapFromDirectory(request->path(), target);
-    if (!swap.ok()) {
-      metrics_->weight_updates_refused.Increment();
-      reactor->Finish(runtime::ToGrpcStatus(swap.status()));
-      return;
-    }
-    FillSwapResponse(*swap, response);
-    metrics_->weight_updates_ok.Increment();
-    reactor->Finish(grpc::Status::OK);
-  });
-  return reactor;
+  return serving::UpdateFromCheckpoint(context, request, response, engine_->store(), *metrics_, loader_);
 }
 
 grpc::ServerUnaryReactor* PolicyGenerationServiceImpl::GetModelInfo(grpc::CallbackServerContext* context,

@@ -29,33 +29,16 @@ constexpr char kStateTensors[] = "trainer_state.safetensors";
 constexpr char kStateJson[] = "trainer_state.json";
 constexpr const char* kTokenizerFiles[] = {"tokenizer.json", "encoder.json", "vocab.bpe"};
 
-bool Exists(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0;
-}
-
-bool IsDirectory(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-std::string BaseName(const std::string& path) {
-  std::string p = path;
-  while (p.size() > 1 && p.back() == '/') p.pop_back();
-  const size_t slash = p.rfind('/');
-  return slash == std::string::npos ? p : p.substr(slash + 1);
-}
-
 // Writes a directory atomically: `fill` writes into a hidden sibling, which is synced and renamed to `dir` when
 // complete, so readers (and a reward service watching the parent) see all of it or nothing. `dir` must not exist
 // (ALREADY_EXISTS otherwise).
 absl::Status WriteDirectoryAtomically(const std::string& dir, const std::function<absl::Status(const std::string&)>& fill) {
   std::string clean = dir;
   while (clean.size() > 1 && clean.back() == '/') clean.pop_back();
-  if (Exists(clean)) return absl::AlreadyExistsError(absl::StrCat("checkpoint directory ", clean, " already exists"));
+  if (util::PathExists(clean)) return absl::AlreadyExistsError(absl::StrCat("checkpoint directory ", clean, " already exists"));
   const std::string parent = util::DirName(clean);
   RETURN_IF_ERROR(util::MakeDirectories(parent));
-  const std::string tmp = absl::StrCat(parent, "/.tmp-", BaseName(clean), "-", ::getpid());
+  const std::string tmp = absl::StrCat(parent, "/.tmp-", util::BaseName(clean), "-", ::getpid());
   std::error_code ignored;
   std::filesystem::remove_all(tmp, ignored);  // a leftover of a crashed writer
   RETURN_IF_ERROR(util::MakeDirectories(tmp));
@@ -75,9 +58,8 @@ absl::Status CopyTokenizerFiles(const std::string& from, const std::string& to) 
   if (from.empty()) return absl::OkStatus();
   for (const char* name : kTokenizerFiles) {
     const std::string src = absl::StrCat(from, "/", name);
-    if (!Exists(src)) continue;
-    ASSIGN_OR_RETURN(std::string bytes, util::ReadFile(src));
-    RETURN_IF_ERROR(util::WriteFileAtomically(absl::StrCat(to, "/", name), bytes));
+    if (!util::PathExists(src)) continue;
+    RETURN_IF_ERROR(util::CopyFileAtomically(src, absl::StrCat(to, "/", name)));
   }
   return absl::OkStatus();
 }
@@ -448,7 +430,7 @@ absl::StatusOr<StageSummary> TrainerEngine::TrainRewardModel(const RewardJob& jo
   const int64_t version = ++state_->reward_models;
   const std::string root = job.output_dir.empty() ? absl::StrCat(options_.checkpoint_root, "/reward") : job.output_dir;
   summary.checkpoint_path = absl::StrCat(root, "/rm-", version);
-  if (Exists(summary.checkpoint_path)) {
+  if (util::PathExists(summary.checkpoint_path)) {
     summary.checkpoint_path = absl::StrCat(root, "/rm-", version, "-", absl::ToUnixMillis(absl::Now()));
   }
   RETURN_IF_ERROR(WriteDirectoryAtomically(summary.checkpoint_path, [&](const std::string& tmp) {
@@ -583,18 +565,18 @@ absl::StatusOr<CheckpointOutcome> TrainerEngine::SaveCheckpoint(const std::strin
 
 absl::StatusOr<CheckpointOutcome> TrainerEngine::LoadCheckpoint(const std::string& path, LoadRole role) {
   if (path.empty()) return absl::InvalidArgumentError("path is empty");
-  if (!IsDirectory(path)) return absl::NotFoundError(absl::StrCat("checkpoint directory ", path, " does not exist"));
+  if (!util::IsDirectory(path)) return absl::NotFoundError(absl::StrCat("checkpoint directory ", path, " does not exist"));
   CheckpointOutcome out;
   out.path = path;
   const std::string policy_dir = absl::StrCat(path, "/", kPolicyDir);
   const std::string value_dir = absl::StrCat(path, "/", kValueDir);
-  const bool full = IsDirectory(policy_dir);
+  const bool full = util::IsDirectory(policy_dir);
   model::Gpt2Options mo;
   mo.device = c10::Device(options_.device);
   if (role == LoadRole::kPolicy) {
     RETURN_IF_ERROR(LoadPolicy(full ? policy_dir : path));
   } else if (role == LoadRole::kValue) {
-    const std::string dir = IsDirectory(value_dir) ? value_dir : path;
+    const std::string dir = util::IsDirectory(value_dir) ? value_dir : path;
     model::Gpt2Options vo = mo;
     vo.value_head = true;
     ASSIGN_OR_RETURN(std::unique_ptr<model::SafetensorsFile> file,
@@ -625,7 +607,7 @@ absl::StatusOr<CheckpointOutcome> TrainerEngine::LoadCheckpoint(const std::strin
     }
     RETURN_IF_ERROR(LoadPolicy(policy_dir));
     std::unique_ptr<model::Gpt2Model> value;
-    if (IsDirectory(value_dir)) {
+    if (util::IsDirectory(value_dir)) {
       model::Gpt2Options vo = mo;
       vo.value_head = true;
       ASSIGN_OR_RETURN(value, model::Gpt2Model::Load(value_dir, vo));
@@ -650,7 +632,7 @@ absl::StatusOr<CheckpointOutcome> TrainerEngine::LoadCheckpoint(const std::strin
       s.has_ema = ppo.value("has_ema", false);
       std::map<std::string, at::Tensor> tensors;
       const std::string tensor_path = absl::StrCat(path, "/", kStateTensors);
-      if (Exists(tensor_path)) {
+      if (util::PathExists(tensor_path)) {
         ASSIGN_OR_RETURN(std::unique_ptr<model::SafetensorsFile> file, model::SafetensorsFile::Open(tensor_path));
         for (const std::string& name : file->Names()) {
           ASSIGN_OR_RETURN(at::Tensor t, file->Get(name));

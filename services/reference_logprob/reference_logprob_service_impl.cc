@@ -2,8 +2,8 @@
 
 #include "common/runtime/finished_reactors.h"
 #include "common/runtime/status_util.h"
+#include "common/serving/checkpoint_update.h"
 #include "common/serving/model_info.h"
-#include "google/protobuf/util/time_util.h"
 
 namespace rlhf::reference {
 
@@ -63,29 +63,7 @@ grpc::ServerUnaryReactor* ReferenceLogprobServiceImpl::GetModelInfo(grpc::Callba
 grpc::ServerUnaryReactor* ReferenceLogprobServiceImpl::UpdateWeightsFromCheckpoint(
     grpc::CallbackServerContext* context, const v1::UpdateWeightsFromCheckpointRequest* request,
     v1::UpdateWeightsResponse* response) {
-  if (request->path().empty()) {
-    return runtime::FinishUnary(context, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "path is empty"));
-  }
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  loader_.Post([this, reactor, request, response] {
-    std::optional<int64_t> target;
-    if (request->has_target_version()) target = request->target_version();
-    auto swap = engine_->store().SwapFromDirectory(request->path(), target);
-    if (!swap.ok()) {
-      metrics_->weight_updates_refused.Increment();
-      reactor->Finish(runtime::ToGrpcStatus(swap.status()));
-      return;
-    }
-    serving::FillModelId(*swap->current, response->mutable_model_id());
-    serving::FillModelId(*swap->previous, response->mutable_previous_model_id());
-    response->set_total_bytes(swap->total_bytes);
-    *response->mutable_load_time() = google::protobuf::util::TimeUtil::NanosecondsToDuration(
-        absl::ToInt64Nanoseconds(swap->load_time));
-    metrics_->model_version.Set(static_cast<double>(swap->current->version));
-    metrics_->weight_updates_ok.Increment();
-    reactor->Finish(grpc::Status::OK);
-  });
-  return reactor;
+  return serving::UpdateFromCheckpoint(context, request, response, engine_->store(), *metrics_, loader_);
 }
 
 }  // namespace rlhf::reference

@@ -92,16 +92,6 @@ class ProgressPrinter {
   absl::Time started_ = absl::Now();
 };
 
-std::string Dirname(const std::string& path) {
-  const size_t slash = path.find_last_of('/');
-  return slash == std::string::npos ? "." : path.substr(0, slash);
-}
-
-std::string Basename(const std::string& path) {
-  const size_t slash = path.find_last_of('/');
-  return slash == std::string::npos ? path : path.substr(slash + 1);
-}
-
 std::string Absolute(const std::string& path) {
   if (!path.empty() && path[0] == '/') return path;
   char cwd[4096];
@@ -120,8 +110,8 @@ int RunCommand(const RunCommandOptions& options) {
   const absl::Time start = absl::Now();
   std::string run_dir = Absolute(options.run_dir);
   while (run_dir.size() > 1 && run_dir.back() == '/') run_dir.pop_back();
-  const std::string runs_root = Dirname(run_dir);
-  const std::string run_id = Basename(run_dir);
+  const std::string runs_root = util::DirName(run_dir);
+  const std::string run_id = util::BaseName(run_dir);
 
   v1::RunConfig config;
   if (!options.config_path.empty()) {

@@ -1,6 +1,5 @@
 #include "tools/report/report.h"
 
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <cmath>
@@ -24,22 +23,6 @@ namespace rlhf::report {
 namespace {
 
 constexpr size_t kMaxRunJsonBytes = 64 * 1024;
-
-bool Exists(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0;
-}
-
-bool IsDirectory(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-std::string BaseName(std::string path) {
-  while (path.size() > 1 && path.back() == '/') path.pop_back();
-  const size_t slash = path.rfind('/');
-  return slash == std::string::npos ? path : path.substr(slash + 1);
-}
 
 // Stages in pipeline order, with the names people read.
 constexpr std::pair<const char*, const char*> kKnownStages[] = {
@@ -292,7 +275,7 @@ std::string FormatSummaryTable(const task::EvalSummary& s) {
 }
 
 absl::StatusOr<std::string> RenderRunReport(const std::string& run_dir, const ReportOptions& options) {
-  if (!IsDirectory(run_dir)) {
+  if (!util::IsDirectory(run_dir)) {
     return absl::NotFoundError(absl::StrCat("run directory ", run_dir, " does not exist or is not a directory"));
   }
   const std::string metrics_path = run_dir + "/metrics.jsonl";
@@ -302,7 +285,7 @@ absl::StatusOr<std::string> RenderRunReport(const std::string& run_dir, const Re
 
   std::vector<std::string> notes;
   std::optional<MetricsFile> metrics;
-  if (Exists(metrics_path)) {
+  if (util::PathExists(metrics_path)) {
     ASSIGN_OR_RETURN(metrics, ReadMetricsFile(metrics_path));
     if (!metrics->torn_last_line.empty()) {
       notes.push_back(
@@ -312,15 +295,15 @@ absl::StatusOr<std::string> RenderRunReport(const std::string& run_dir, const Re
     }
   }
   std::optional<task::EvalSummary> summary;
-  if (Exists(summary_path)) {
+  if (util::PathExists(summary_path)) {
     ASSIGN_OR_RETURN(summary, task::ReadEvalSummary(summary_path));
   }
   std::optional<std::vector<task::EvalSample>> samples;
-  if (Exists(samples_path)) {
+  if (util::PathExists(samples_path)) {
     ASSIGN_OR_RETURN(samples, task::ReadEvalSamples(samples_path));
   }
   std::optional<std::string> run_json;
-  if (Exists(run_json_path)) {
+  if (util::PathExists(run_json_path)) {
     ASSIGN_OR_RETURN(run_json, util::ReadFile(run_json_path));
   }
   if (!metrics && !summary && !samples && !run_json) {
@@ -329,7 +312,7 @@ absl::StatusOr<std::string> RenderRunReport(const std::string& run_dir, const Re
                                             "run.json"));
   }
 
-  const std::string title = options.title.empty() ? absl::StrCat("RLHF run ", BaseName(run_dir)) : options.title;
+  const std::string title = options.title.empty() ? absl::StrCat("RLHF run ", util::BaseName(run_dir)) : options.title;
   std::map<std::string, StageMetrics> stages;
   if (metrics) stages = GroupByStage(metrics->records);
   std::vector<std::string> stage_order;

@@ -61,5 +61,20 @@ TEST(MakeDirectories, FailsWhenAFileIsInTheWay) {
   EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
 }
 
+TEST(PathHelpers, TellFilesFromFoldersAndNameTheLastComponent) {
+  const std::string dir = TempDir();
+  ASSERT_TRUE(WriteFileAtomically(dir + "/a.txt", "abc").ok());
+  EXPECT_TRUE(PathExists(dir + "/a.txt"));
+  EXPECT_FALSE(IsDirectory(dir + "/a.txt"));
+  EXPECT_TRUE(IsDirectory(dir));
+  EXPECT_FALSE(PathExists(dir + "/missing"));
+  EXPECT_EQ(BaseName("runs/local/"), "local");
+  EXPECT_EQ(BaseName("model"), "model");
+  ASSERT_TRUE(CopyFileAtomically(dir + "/a.txt", dir + "/b.txt").ok());
+  EXPECT_EQ(*ReadFile(dir + "/b.txt"), "abc");
+  EXPECT_EQ(CopyFileAtomically(dir + "/missing", dir + "/c.txt").code(), absl::StatusCode::kNotFound);
+  EXPECT_FALSE(PathExists(dir + "/c.txt"));
+}
+
 }  // namespace
 }  // namespace rlhf::util
