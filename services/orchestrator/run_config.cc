@@ -262,8 +262,8 @@ absl::Status ValidateRunConfig(const v1::RunConfig& c) {
       }
       break;
     case v1::LabelerConfig::kHumanQueue:
-      if (c.labeler().human_queue().min_completed() < 0) return Bad("labeler.human_queue.min_completed", "must be >= 0");
-      break;
+      return Bad("labeler.human_queue", "people answering a labeling queue are not wired into runs yet; use dataset, "
+                                        "simulated or judge");
     default:
       return Bad("labeler", "set one of dataset, simulated, judge, human_queue");
   }

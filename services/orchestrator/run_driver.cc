@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "common/data/jsonl_appender.h"
 #include "common/data/jsonl_reader.h"
+#include "common/labeling/judge_labeler.h"
 #include "common/labeling/labeler.h"
 #include "common/runtime/status_util.h"
 #include "common/serving/weights_transfer.h"
@@ -596,6 +597,15 @@ class Driver {
   }
 
   std::unique_ptr<labeling::Labeler> MakeLabeler(int32_t round) {
+    if (cfg_.labeler().has_judge()) {
+      labeling::JudgeLabelerOptions o;
+      o.client = ctx_.client;
+      o.client.target = cfg_.labeler().judge().reward_service_address();
+      o.noise_rate = cfg_.labeler().judge().noise_rate();
+      o.seed = cfg_.labeler().judge().seed();
+      auto labeler = labeling::JudgeLabeler::Create(o);
+      if (labeler.ok()) return *std::move(labeler);
+    }
     if (cfg_.labeler().has_simulated()) {
       task::SimulatedLabelerOptions o;
       o.noise_rate = cfg_.labeler().simulated().noise_rate();
@@ -616,7 +626,9 @@ class Driver {
     }
     std::unique_ptr<labeling::Labeler> labeler = MakeLabeler(round);
     if (!labeler) {
-      return absl::UnimplementedError("config.labeler: this orchestrator has no such labeler wired in");
+      return absl::UnimplementedError(
+          "config.labeler.human_queue: people answering a labeling queue are not wired into runs yet; use dataset, "
+          "simulated or judge");
     }
     const int32_t n = cfg_.comparisons().num_prompts();
     const int32_t k = cfg_.comparisons().responses_per_prompt();

@@ -160,7 +160,9 @@ TEST(Gpt2Model, LoadsASavedLanguageModelAsARewardModelWithAZeroHead) {
   EXPECT_TRUE((*rm)->has_reward_head());
   EXPECT_TRUE((*rm)->config().IsSequenceClassifier());
   for (const NamedTensor& p : (*rm)->NamedParameters()) {
-    if (p.name == "score.weight" || p.name == "score.bias") EXPECT_TRUE(p.tensor.eq(0).all().item<bool>()) << p.name;
+    if (p.name == "score.weight" || p.name == "score.bias") {
+      EXPECT_TRUE(p.tensor.eq(0).all().item<bool>()) << p.name;
+    }
   }
   auto file = SafetensorsFile::Open(dir + "/model.safetensors");
   ASSERT_TRUE(file.ok());

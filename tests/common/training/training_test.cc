@@ -479,8 +479,12 @@ TEST(InitValueHeadFromRewardHead, CopiesTheScalarHead) {
   }
   ASSERT_TRUE(InitValueHeadFromRewardHead(*model).ok());
   for (const auto& p : model->NamedParameters()) {
-    if (p.name == "value_head.weight") EXPECT_TRUE(p.tensor.eq(0.25).all().item<bool>());
-    if (p.name == "value_head.bias") EXPECT_TRUE(p.tensor.eq(-0.5).all().item<bool>());
+    if (p.name == "value_head.weight") {
+      EXPECT_TRUE(p.tensor.eq(0.25).all().item<bool>());
+    }
+    if (p.name == "value_head.bias") {
+      EXPECT_TRUE(p.tensor.eq(-0.5).all().item<bool>());
+    }
   }
 }
 
