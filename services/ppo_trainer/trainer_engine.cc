@@ -581,13 +581,12 @@ absl::StatusOr<CheckpointOutcome> TrainerEngine::LoadCheckpoint(const std::strin
     vo.value_head = true;
     ASSIGN_OR_RETURN(std::unique_ptr<model::SafetensorsFile> file,
                      model::SafetensorsFile::Open(absl::StrCat(dir, "/model.safetensors")));
+    // A value checkpoint as it is; a reward model with its head copied into the value head (InstructGPT); a
+    // language model (e.g. the policy) with a zero-initialised value head.
     const bool has_value = file->Contains("value_head.weight");
-    if (!has_value && !file->Contains("score.weight")) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(dir, " holds neither a value head nor a reward head, so it cannot be a value model"));
-    }
+    const bool has_reward = file->Contains("score.weight");
     ASSIGN_OR_RETURN(std::unique_ptr<model::Gpt2Model> value, model::Gpt2Model::Load(dir, vo));
-    if (!has_value) RETURN_IF_ERROR(training::InitValueHeadFromRewardHead(*value));
+    if (!has_value && has_reward) RETURN_IF_ERROR(training::InitValueHeadFromRewardHead(*value));
     if (state_->policy && value->config().vocab_size != state_->policy->config().vocab_size) {
       return absl::FailedPreconditionError("the value model's vocabulary differs from the policy's");
     }

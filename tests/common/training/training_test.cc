@@ -183,6 +183,29 @@ TEST(TrainSft, LowersValidationLossAndLearnsTheDemonstratedFormat) {
   EXPECT_GE(right, 58) << "of 64 validation prompts answered exactly";
 }
 
+TEST(TrainSft, KeepsTheEpochWithTheBestScore) {
+  auto model = TinyModel(3);
+  const auto train = SwapTask(128, 1), validation = SwapTask(32, 2);
+  SftOptions options;
+  options.epochs = 3;
+  options.batch_size = 32;
+  options.dropout = 0.0;
+  options.optimizer.learning_rate = 3e-3;
+  options.selection = EpochSelection::kScore;
+  int epoch = 0;
+  const double scores[] = {0.5, 0.9, 0.1};  // e.g. the mean reward of sampled responses after each epoch
+  options.epoch_score = [&](const model::Gpt2Model&) -> absl::StatusOr<double> { return scores[epoch++]; };
+  auto result = TrainSft(*model, train, validation, options, nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->selected_epoch, 2);
+  EXPECT_DOUBLE_EQ(result->metrics.at("val/reward_score"), 0.9);
+  auto loss = EvaluateResponseLoss(*model, validation, 32);
+  ASSERT_TRUE(loss.ok());
+  EXPECT_NEAR(*loss, result->epoch_validation_loss[1], 1e-5) << "the model holds epoch 2's weights";
+  options.epoch_score = nullptr;
+  EXPECT_EQ(TrainSft(*model, train, validation, options, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(TrainSft, RejectsBadExamplesNamingThem) {
   auto model = TinyModel(3);
   std::vector<PromptResponse> train = {{{3, kSep}, {4, kEos}}, {{3, kSep}, {}}};

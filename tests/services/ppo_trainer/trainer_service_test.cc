@@ -324,6 +324,22 @@ TEST_F(TrainerServiceTest, RewardModelThenPpoStepsExportAndResumeExactlyFromAChe
   EXPECT_TRUE(reader->Finish().ok());
 }
 
+TEST_F(TrainerServiceTest, TheValueModelCanStartFromThePolicy) {
+  v1::LoadCheckpointRequest load;
+  load.set_path(dir_ + "/init");
+  load.set_role(v1::MODEL_ROLE_VALUE);
+  v1::LoadCheckpointResponse loaded;
+  auto context = runtime::ContextWithTimeout(absl::Seconds(30));
+  ASSERT_TRUE(server_->stub->LoadCheckpoint(context.get(), load, &loaded).ok());
+  EXPECT_EQ(loaded.value_model_id().version(), 1);
+  v1::PpoStepResponse response;
+  context = runtime::ContextWithTimeout(absl::Seconds(60));
+  grpc::Status status = server_->stub->PpoStep(context.get(), PpoRequest(0), &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.stats().step(), 1);
+  EXPECT_NEAR(response.stats().explained_variance(), 0.0, 1e-6) << "a zero value head predicts nothing at first";
+}
+
 TEST_F(TrainerServiceTest, OneOperationAtATimeAndCancellingFreesTheTrainer) {
   std::vector<std::string> many;
   for (int i = 0; i < 400; ++i) many.push_back(R"({"prompt": "p)" + std::to_string(i) + R"(:", "response": "r"})");
