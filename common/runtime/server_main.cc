@@ -116,6 +116,7 @@ int ServerMain(int argc, char** argv, const ServiceBinary& binary) {
   }
   const int signal_number = WaitForTerminationSignal();
   logger->info("received signal={} service={}, shutting down", signal_number, binary.name);
+  if (binary.before_drain) binary.before_drain();
   (*server)->Shutdown();
   if (binary.on_shutdown) binary.on_shutdown();
   server->reset();

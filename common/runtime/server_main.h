@@ -33,6 +33,9 @@ struct ServiceBinary {
   int default_metrics_port = 9464;  // /metrics port when --metrics_address is not given
   // Creates the services once flags are parsed and logging is set up. An error ends the process with exit code 1.
   std::function<absl::StatusOr<std::vector<OwnedService>>(const ServiceContext&)> create;
+  // Called on SIGTERM before the server drains, to end calls that would otherwise wait out the drain (e.g. long
+  // polls); may be empty.
+  std::function<void()> before_drain;
   // Called after the server stopped taking calls (e.g. to stop an engine thread); may be empty.
   std::function<void()> on_shutdown;
 };

@@ -1,22 +1,60 @@
-// rlhf.v1.LabelingService: gRPC handlers. Until its engine lands, every method answers UNIMPLEMENTED naming
-// the labeling service (human comparison queue, in the orchestrator's labeler work).
+// rlhf.v1.LabelingService: gRPC handlers over a LabelingQueue (common/labeling/labeling_queue.h), and its metrics:
+//   rlhf_labeling_tasks{state="pending|assigned|completed"}  gauge: tasks by state
+//   rlhf_labeling_rankings_total                             counter: rankings submitted
+//   rlhf_labeling_assignments_expired_total                  counter: assignments whose deadline passed unanswered
+//   rlhf_labeling_answer_seconds                             histogram: time from assignment to submission
 #ifndef RLHF_SERVICES_LABELING_LABELING_SERVICE_IMPL_H_
 #define RLHF_SERVICES_LABELING_LABELING_SERVICE_IMPL_H_
 
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/labeling/labeling_queue.h"
+#include "prometheus/registry.h"
 #include "rlhf/v1/labeling.grpc.pb.h"
 
 namespace rlhf::labeling {
 
 namespace v1 = ::rlhf::v1;
 
+struct LabelingServiceOptions {
+  LabelingQueueOptions queue;  // its callbacks are set by the service
+  // Longest a NextTask call waits for a task, whatever it asks.
+  absl::Duration max_next_task_wait = absl::Seconds(60);
+};
+
 class LabelingServiceImpl final : public v1::LabelingService::CallbackService {
  public:
+  // Opens the queue (replaying its journal); registers the metrics on `registry` when it is not null.
+  static absl::StatusOr<std::unique_ptr<LabelingServiceImpl>> Create(LabelingServiceOptions options,
+                                                                      prometheus::Registry* registry);
+  ~LabelingServiceImpl() override;
+
+  // Ends waiting NextTask calls with UNAVAILABLE (call when draining).
+  void Shutdown();
+
   grpc::ServerUnaryReactor* NextTask(grpc::CallbackServerContext* context, const v1::NextTaskRequest* request,
                                      v1::LabelingTask* response) override;
   grpc::ServerUnaryReactor* SubmitRanking(grpc::CallbackServerContext* context, const v1::SubmitRankingRequest* request,
                                           v1::SubmitRankingResponse* response) override;
   grpc::ServerUnaryReactor* GetQueueStats(grpc::CallbackServerContext* context, const v1::GetQueueStatsRequest* request,
                                           v1::QueueStats* response) override;
+  grpc::ServerUnaryReactor* EnqueueTasks(grpc::CallbackServerContext* context, const v1::EnqueueTasksRequest* request,
+                                         v1::EnqueueTasksResponse* response) override;
+  grpc::ServerUnaryReactor* GetRankings(grpc::CallbackServerContext* context, const v1::GetRankingsRequest* request,
+                                        v1::GetRankingsResponse* response) override;
+  grpc::ServerUnaryReactor* CancelTasks(grpc::CallbackServerContext* context, const v1::CancelTasksRequest* request,
+                                        v1::CancelTasksResponse* response) override;
+
+ private:
+  struct Metrics;
+  class NextTaskReactor;
+  LabelingServiceImpl() = default;
+
+  LabelingServiceOptions options_;
+  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<LabelingQueue> queue_;
 };
 
 }  // namespace rlhf::labeling

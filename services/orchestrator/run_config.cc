@@ -261,9 +261,25 @@ absl::Status ValidateRunConfig(const v1::RunConfig& c) {
         return Bad("labeler.judge.noise_rate", "must be in [0, 0.5]");
       }
       break;
-    case v1::LabelerConfig::kHumanQueue:
-      return Bad("labeler.human_queue", "people answering a labeling queue are not wired into runs yet; use dataset, "
-                                        "simulated or judge");
+    case v1::LabelerConfig::kHumanQueue: {
+      const v1::HumanQueueLabeler& h = c.labeler().human_queue();
+      if (h.task_timeout().seconds() < 0 || h.task_timeout().nanos() < 0) {
+        return Bad("labeler.human_queue.task_timeout", "must be >= 0");
+      }
+      if (h.max_wait().seconds() < 0 || h.max_wait().nanos() < 0) {
+        return Bad("labeler.human_queue.max_wait", "must be >= 0");
+      }
+      if (h.min_completed() < 0) return Bad("labeler.human_queue.min_completed", "must be >= 0");
+      if (h.min_completed() > c.comparisons().num_prompts()) {
+        return Bad("labeler.human_queue.min_completed",
+                   absl::StrCat("must be <= comparisons.num_prompts (", c.comparisons().num_prompts(), ")"));
+      }
+      if (c.services().labeling().empty()) {
+        return Bad("services.labeling", "required with labeler.human_queue (rlhf run fills it with the labeling "
+                                        "service it starts on loopback)");
+      }
+      break;
+    }
     default:
       return Bad("labeler", "set one of dataset, simulated, judge, human_queue");
   }

@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "common/data/jsonl_appender.h"
 #include "common/data/jsonl_reader.h"
+#include "common/labeling/human_queue_labeler.h"
 #include "common/labeling/judge_labeler.h"
 #include "common/labeling/labeler.h"
 #include "common/runtime/status_util.h"
@@ -543,26 +544,36 @@ class Driver {
   }
 
   // Samples one response per held-out prompt from the generation service's current policy.
+  static std::string SamplesJsonl(const std::vector<std::string>& prompts,
+                                  const std::vector<std::vector<Sample>>& samples) {
+    std::string lines;
+    for (size_t i = 0; i < samples.size(); ++i) {
+      for (const Sample& s : samples[i]) {
+        Json j = {{"prompt", prompts[i]}, {"text", s.text}, {"ids", s.ids}, {"prompt_ids", s.prompt_ids},
+                  {"logprobs", s.logprobs}, {"stopped", s.stopped}};
+        absl::StrAppend(&lines, j.dump(), "\n");
+      }
+    }
+    return lines;
+  }
+
   absl::Status SampleEval(const std::string& name) {
     Emit(v1::STAGE_EVALUATION, 0, 0, 0, {}, absl::StrCat("sampling ", eval_prompts_.size(), " held-out prompts"));
     ASSIGN_OR_RETURN(auto samples, Generate(eval_prompts_, 1, cfg_.evaluation().sampling(), cfg_.seed() + 77));
-    std::string lines;
-    for (size_t i = 0; i < samples.size(); ++i) {
-      const Sample& s = samples[i][0];
-      Json j = {{"prompt", eval_prompts_[i]}, {"text", s.text}, {"ids", s.ids}, {"prompt_ids", s.prompt_ids},
-                {"logprobs", s.logprobs}, {"stopped", s.stopped}};
-      absl::StrAppend(&lines, j.dump(), "\n");
-    }
     RETURN_IF_ERROR(util::MakeDirectories(Path("eval")));
-    return util::WriteFileAtomically(Path("eval/" + name), lines);
+    return util::WriteFileAtomically(Path("eval/" + name), SamplesJsonl(eval_prompts_, samples));
   }
 
   absl::StatusOr<std::vector<Sample>> ReadEvalSamples(const std::string& name) {
-    ASSIGN_OR_RETURN(std::string text, util::ReadFile(Path("eval/" + name)));
+    return ReadSamples(Path("eval/" + name));
+  }
+
+  static absl::StatusOr<std::vector<Sample>> ReadSamples(const std::string& path) {
+    ASSIGN_OR_RETURN(std::string text, util::ReadFile(path));
     std::vector<Sample> out;
     for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
       Json j = Json::parse(line, nullptr, false);
-      if (j.is_discarded()) return absl::DataLossError(absl::StrCat(Path("eval/" + name), " is corrupt"));
+      if (j.is_discarded()) return absl::DataLossError(absl::StrCat(path, ":", out.size() + 1, " is corrupt"));
       Sample s;
       s.text = j.value("text", std::string());
       s.ids = j.value("ids", std::vector<int32_t>());
@@ -596,24 +607,73 @@ class Driver {
     return PushPolicy();
   }
 
-  std::unique_ptr<labeling::Labeler> MakeLabeler(int32_t round) {
-    if (cfg_.labeler().has_judge()) {
+  absl::StatusOr<std::unique_ptr<labeling::Labeler>> MakeLabeler(int32_t round) {
+    const v1::LabelerConfig& l = cfg_.labeler();
+    if (l.has_judge()) {
       labeling::JudgeLabelerOptions o;
       o.client = ctx_.client;
-      o.client.target = cfg_.labeler().judge().reward_service_address();
-      o.noise_rate = cfg_.labeler().judge().noise_rate();
-      o.seed = cfg_.labeler().judge().seed();
-      auto labeler = labeling::JudgeLabeler::Create(o);
-      if (labeler.ok()) return *std::move(labeler);
+      o.client.target = l.judge().reward_service_address();
+      o.noise_rate = l.judge().noise_rate();
+      o.seed = l.judge().seed();
+      ASSIGN_OR_RETURN(auto labeler, labeling::JudgeLabeler::Create(o));
+      return std::unique_ptr<labeling::Labeler>(std::move(labeler));
     }
-    if (cfg_.labeler().has_simulated()) {
+    if (l.has_simulated()) {
       task::SimulatedLabelerOptions o;
-      o.noise_rate = cfg_.labeler().simulated().noise_rate();
-      o.seed = cfg_.labeler().simulated().seed() + static_cast<uint64_t>(round);
-      auto labeler = task::SimulatedLabeler::Create(o);
-      if (labeler.ok()) return *std::move(labeler);
+      o.noise_rate = l.simulated().noise_rate();
+      o.seed = l.simulated().seed() + static_cast<uint64_t>(round);
+      ASSIGN_OR_RETURN(auto labeler, task::SimulatedLabeler::Create(o));
+      return std::unique_ptr<labeling::Labeler>(std::move(labeler));
     }
-    return nullptr;
+    if (l.has_human_queue()) {
+      labeling::HumanQueueLabelerOptions o;
+      o.client = ctx_.client;
+      o.client.target = cfg_.services().labeling();
+      o.task_timeout = absl::Nanoseconds(TimeUtil::DurationToNanoseconds(l.human_queue().task_timeout()));
+      o.max_wait = absl::Nanoseconds(TimeUtil::DurationToNanoseconds(l.human_queue().max_wait()));
+      o.min_completed = l.human_queue().min_completed();
+      o.instructions = l.human_queue().instructions();
+      if (o.instructions.empty() && files_.builtin_task) {
+        o.instructions =
+            "Rank the responses from best (1) to worst: the best one does exactly what the instruction asks, in the "
+            "form it asks for, and stops there. Give equal ranks to responses that are equally good.";
+      }
+      ASSIGN_OR_RETURN(auto labeler, labeling::HumanQueueLabeler::Create(o));
+      return std::unique_ptr<labeling::Labeler>(std::move(labeler));
+    }
+    return absl::InvalidArgumentError("config.labeler: set one of dataset, simulated, judge, human_queue");
+  }
+
+  // The round's samples to be judged: generated once and kept in comparisons/round-<n>.samples.jsonl, so a resumed
+  // run asks its labeler about exactly the responses it asked about before (people may have answered some).
+  absl::StatusOr<std::vector<std::vector<Sample>>> ComparisonSamples(int32_t round,
+                                                                    const std::vector<std::string>& prompts) {
+    const int32_t k = cfg_.comparisons().responses_per_prompt();
+    const std::string path = Path(absl::StrCat("comparisons/round-", round, ".samples.jsonl"));
+    std::vector<std::vector<Sample>> samples;
+    if (util::PathExists(path)) {
+      ASSIGN_OR_RETURN(std::vector<Sample> flat, ReadSamples(path));
+      if (flat.size() != prompts.size() * static_cast<size_t>(k)) {
+        return absl::DataLossError(absl::StrCat(path, " holds ", flat.size(), " samples, expected ",
+                                                prompts.size() * static_cast<size_t>(k)));
+      }
+      for (size_t i = 0; i < prompts.size(); ++i) {
+        samples.emplace_back(flat.begin() + i * k, flat.begin() + (i + 1) * k);
+      }
+      return samples;
+    }
+    constexpr size_t kBatch = 256;
+    for (size_t start = 0; start < prompts.size(); start += kBatch) {
+      const std::vector<std::string> part(prompts.begin() + start,
+                                          prompts.begin() + std::min(prompts.size(), start + kBatch));
+      ASSIGN_OR_RETURN(auto generated, Generate(part, k, cfg_.comparisons().sampling(),
+                                                cfg_.seed() * 31 + round * 7919 + start));
+      for (auto& g : generated) samples.push_back(std::move(g));
+      Emit(v1::STAGE_COMPARISONS, round, 0, static_cast<int64_t>(prompts.size()), {},
+           absl::StrCat("sampled ", start + part.size(), " of ", prompts.size(), " prompts"));
+    }
+    RETURN_IF_ERROR(util::WriteFileAtomically(path, SamplesJsonl(prompts, samples)));
+    return samples;
   }
 
   absl::Status Comparisons(int32_t round) {
@@ -624,66 +684,68 @@ class Driver {
       r.comparisons = true;  // the file is the comparisons
       return SaveProgress();
     }
-    std::unique_ptr<labeling::Labeler> labeler = MakeLabeler(round);
-    if (!labeler) {
-      return absl::UnimplementedError(
-          "config.labeler.human_queue: people answering a labeling queue are not wired into runs yet; use dataset, "
-          "simulated or judge");
-    }
+    ASSIGN_OR_RETURN(std::unique_ptr<labeling::Labeler> labeler, MakeLabeler(round));
     const int32_t n = cfg_.comparisons().num_prompts();
-    const int32_t k = cfg_.comparisons().responses_per_prompt();
     std::vector<std::string> prompts;
     const size_t offset = static_cast<size_t>(round - 1) * n;
     for (int32_t i = 0; i < n; ++i) prompts.push_back(comparison_prompts_[(offset + i) % comparison_prompts_.size()]);
+    ASSIGN_OR_RETURN(auto samples, ComparisonSamples(round, prompts));
+    std::vector<labeling::RankingTask> tasks;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      labeling::RankingTask t;
+      t.prompt = prompts[i];
+      for (const Sample& s : samples[i]) t.responses.push_back(s.text);
+      tasks.push_back(std::move(t));
+    }
+    Emit(v1::STAGE_COMPARISONS, round, 0, n, {}, absl::StrCat("asking ", labeler->Describe(), " to rank ", n,
+                                                               " sets of ", cfg_.comparisons().responses_per_prompt(),
+                                                               " responses"));
+    labeling::LabelingOptions options;
+    options.run_id = ctx_.run_id;
+    options.round = round;
+    options.cancelled = ctx_.cancelled;
+    absl::Time last_progress = absl::InfinitePast();
+    options.progress = [&](int64_t answered, int64_t total) {
+      if (answered < total && absl::Now() - last_progress < absl::Seconds(1)) return;
+      last_progress = absl::Now();
+      Emit(v1::STAGE_COMPARISONS, round, answered, total, {});
+    };
+    ASSIGN_OR_RETURN(auto judgements, labeler->Judge(tasks, options));
     v1::ComparisonSet set;
     std::string readable;
-    constexpr size_t kBatch = 256;
     int64_t pairs = 0;
-    for (size_t start = 0; start < prompts.size(); start += kBatch) {
-      const std::vector<std::string> part(prompts.begin() + start,
-                                          prompts.begin() + std::min(prompts.size(), start + kBatch));
-      ASSIGN_OR_RETURN(auto samples, Generate(part, k, cfg_.comparisons().sampling(),
-                                              cfg_.seed() * 31 + round * 7919 + start));
-      std::vector<labeling::RankingTask> tasks;
-      for (size_t i = 0; i < part.size(); ++i) {
-        labeling::RankingTask t;
-        t.prompt = part[i];
-        for (const Sample& s : samples[i]) t.responses.push_back(s.text);
-        tasks.push_back(std::move(t));
+    int64_t answered = 0;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      if (!judgements[i]) continue;
+      ++answered;
+      const auto& prompt_ids = samples[i][0].prompt_ids;
+      for (const labeling::Preference& p : judgements[i]->preferences) {
+        v1::Comparison* c = set.add_comparisons();
+        c->mutable_prompt()->mutable_token_ids()->mutable_ids()->Add(prompt_ids.begin(), prompt_ids.end());
+        const auto& w = samples[i][p.preferred].ids;
+        const auto& l = samples[i][p.other].ids;
+        c->mutable_chosen()->mutable_token_ids()->mutable_ids()->Add(w.begin(), w.end());
+        c->mutable_rejected()->mutable_token_ids()->mutable_ids()->Add(l.begin(), l.end());
+        c->set_labeler_id(judgements[i]->labeler_id);
+        Json line = {{"prompt", prompts[i]},
+                     {"chosen", samples[i][p.preferred].text},
+                     {"rejected", samples[i][p.other].text},
+                     {"labeler", judgements[i]->labeler_id}};
+        absl::StrAppend(&readable, line.dump(), "\n");
+        ++pairs;
       }
-      labeling::LabelingOptions options;
-      options.run_id = ctx_.run_id;
-      options.round = round;
-      options.cancelled = ctx_.cancelled;
-      ASSIGN_OR_RETURN(auto judgements, labeler->Judge(tasks, options));
-      for (size_t i = 0; i < part.size(); ++i) {
-        if (!judgements[i]) continue;
-        const auto& prompt_ids = samples[i][0].prompt_ids;
-        for (const labeling::Preference& p : judgements[i]->preferences) {
-          v1::Comparison* c = set.add_comparisons();
-          c->mutable_prompt()->mutable_token_ids()->mutable_ids()->Add(prompt_ids.begin(), prompt_ids.end());
-          const auto& w = samples[i][p.preferred].ids;
-          const auto& l = samples[i][p.other].ids;
-          c->mutable_chosen()->mutable_token_ids()->mutable_ids()->Add(w.begin(), w.end());
-          c->mutable_rejected()->mutable_token_ids()->mutable_ids()->Add(l.begin(), l.end());
-          c->set_labeler_id(judgements[i]->labeler_id);
-          Json line = {{"prompt", part[i]},
-                       {"chosen", samples[i][p.preferred].text},
-                       {"rejected", samples[i][p.other].text},
-                       {"labeler", judgements[i]->labeler_id}};
-          absl::StrAppend(&readable, line.dump(), "\n");
-          ++pairs;
-        }
-      }
-      Emit(v1::STAGE_COMPARISONS, round, static_cast<int64_t>(start + part.size()), n,
-           {{"comparisons/pairs", static_cast<double>(pairs)}});
     }
+    Emit(v1::STAGE_COMPARISONS, round, answered, n, {{"comparisons/pairs", static_cast<double>(pairs)}});
     if (set.comparisons().empty()) {
-      return absl::FailedPreconditionError("the labeler expressed no preference: every sample tied");
+      return absl::FailedPreconditionError(
+          absl::StrCat("the labeler expressed no preference (", answered, " of ", n,
+                       " tasks answered, every answer a tie)"));
     }
     RETURN_IF_ERROR(util::WriteFileAtomically(Path(absl::StrCat("comparisons/round-", round, ".jsonl")), readable));
     RETURN_IF_ERROR(util::WriteFileAtomically(set_path, set.SerializeAsString()));
-    RETURN_IF_ERROR(LogMetrics(v1::STAGE_COMPARISONS, round, n, {{"comparisons/pairs", static_cast<double>(pairs)}}));
+    RETURN_IF_ERROR(LogMetrics(v1::STAGE_COMPARISONS, round, n,
+                               {{"comparisons/pairs", static_cast<double>(pairs)},
+                                {"comparisons/answered", static_cast<double>(answered)}}));
     r.comparisons = true;
     return SaveProgress();
   }
@@ -842,7 +904,7 @@ class Driver {
     ASSIGN_OR_RETURN(task::WinRate noiseless, task::ComputeWinRate(ppo_scores, sft_scores, wo));
     std::optional<task::WinRate> noisy;
     if (cfg_.labeler().has_simulated() && cfg_.labeler().simulated().noise_rate() > 0) {
-      std::unique_ptr<labeling::Labeler> labeler = MakeLabeler(1000);
+      ASSIGN_OR_RETURN(std::unique_ptr<labeling::Labeler> labeler, MakeLabeler(1000));
       std::vector<labeling::RankingTask> tasks;
       for (size_t i = 0; i < n; ++i) tasks.push_back({eval_prompts_[i], {ppo[i].text, sft[i].text}});
       ASSIGN_OR_RETURN(auto judgements, labeler->Judge(tasks, {}));
@@ -932,8 +994,10 @@ absl::Status CheckServices(const RunContext& context) {
       {"generation", {s.generation(), "rlhf.v1.PolicyGenerationService"}},
       {"reference", {s.reference(), "rlhf.v1.ReferenceLogprobService"}},
       {"reward", {s.reward(), "rlhf.v1.RewardScoringService"}},
-      {"trainer", {s.trainer(), "rlhf.v1.PpoTrainerService"}}};
+      {"trainer", {s.trainer(), "rlhf.v1.PpoTrainerService"}},
+      {"labeling", {s.labeling(), "rlhf.v1.LabelingService"}}};
   for (const auto& [name, target] : services) {
+    if (target.first.empty() && std::string(name) == "labeling") continue;  // only human_queue runs need it
     runtime::ClientOptions o = context.client;
     o.target = target.first;
     ASSIGN_OR_RETURN(auto channel, runtime::MakeChannel(o));

@@ -15,9 +15,11 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "rlhf/v1/labeling.grpc.pb.h"
 #include "rlhf/v1/orchestrator.grpc.pb.h"
 #include "services/orchestrator/run_config.h"
 #include "services/orchestrator/run_setup.h"
+#include "tests/testing/labeling_bot.h"
 #include "tests/testing/test_util.h"
 #include "tools/cli/local_services.h"
 
@@ -52,6 +54,7 @@ class LoopTest : public ::testing::Test {
     layout.reward_model = files->init_reward_model;
     layout.checkpoint_root = root_ + "/trainer";
     layout.runs_root = root_ + "/runs";
+    layout.labeling_state_dir = root_ + "/labeling";
     services_ = cli::SuiteServices(RLHF_BINARY_DIR, layout);
     services_.back().args.push_back("--checkpoint_every=2");
     ASSERT_TRUE(util::MakeDirectories(root_ + "/logs").ok());
@@ -65,6 +68,7 @@ class LoopTest : public ::testing::Test {
     a->set_reference(absl::StrCat("127.0.0.1:", port["reference-logprob"]));
     a->set_reward(absl::StrCat("127.0.0.1:", port["reward-scoring"]));
     a->set_trainer(absl::StrCat("127.0.0.1:", port["ppo-trainer"]));
+    a->set_labeling(absl::StrCat("127.0.0.1:", port["labeling"]));
     Connect();
     v1::StartRunRequest request;
     *request.mutable_config() = config_;
@@ -199,6 +203,56 @@ TEST_F(LoopTest, AKilledOrchestratorResumesAndFinishesWithCompletedStepsIntact) 
   for (int64_t step = 1; step <= checkpointed; ++step) EXPECT_EQ((before[{"ppo", 1, step}]), 1) << step;
   EXPECT_EQ((after[{"sft", 0, 1}]), 1) << "SFT ran once";
   EXPECT_TRUE(util::ReadFile(run_dir_ + "/eval/summary.json").ok());
+}
+
+TEST_F(LoopTest, PeopleAtTheLabelingQueueRankTheComparisonsEvenAcrossALabelingServiceCrash) {
+  v1::RunConfig config = ShortConfig(2);
+  config.mutable_comparisons()->set_num_prompts(40);
+  config.mutable_labeler()->mutable_human_queue()->mutable_task_timeout()->set_seconds(5);  // a task in flight at the crash comes back soon
+  ASSERT_NO_FATAL_FAILURE(Start(config, "human"));
+  cli::LocalService* labeling = nullptr;
+  for (auto& s : services_) {
+    if (s.name == "labeling") labeling = &s;
+  }
+  ASSERT_NE(labeling, nullptr);
+  int before_crash = 0;
+  {
+    testing::LabelingBot bot(absl::StrCat("127.0.0.1:", labeling->port), "bot");
+    const absl::Time deadline = absl::Now() + absl::Minutes(4);
+    while (bot.answered() < 15 && absl::Now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    before_crash = bot.answered();
+    ASSERT_GE(before_crash, 15) << "the bot got no tasks";
+    ASSERT_EQ(::kill(labeling->pid, SIGKILL), 0);
+    int status = 0;
+    ::waitpid(labeling->pid, &status, 0);
+    labeling->pid = -1;
+  }
+  std::vector<cli::LocalService> restarted = {*labeling};
+  ASSERT_TRUE(util::MakeDirectories(root_ + "/logs-restart").ok());
+  const absl::Status restarted_ok = cli::StartLocalServices(restarted, root_ + "/logs-restart", absl::Seconds(60));
+  ASSERT_TRUE(restarted_ok.ok()) << restarted_ok;
+  *labeling = restarted[0];
+  int after_crash = 0;
+  v1::Run run;
+  {
+    testing::LabelingBot bot(absl::StrCat("127.0.0.1:", labeling->port), "bot");
+    run = WaitForEnd(absl::Minutes(5));
+    after_crash = bot.answered();
+  }
+  ASSERT_EQ(run.state(), v1::RUN_STATE_SUCCEEDED) << run.error_message();
+  // The answers given before the crash were kept: only the rest were asked again.
+  EXPECT_LE(before_crash + after_crash, 40 + 1);  // one answer may have been in flight at the kill
+  auto comparisons = util::ReadFile(run_dir_ + "/comparisons/round-1.jsonl");
+  ASSERT_TRUE(comparisons.ok());
+  int pairs = 0;
+  for (absl::string_view line : absl::StrSplit(*comparisons, '\n', absl::SkipEmpty())) {
+    Json j = Json::parse(line);
+    EXPECT_EQ(j.value("labeler", std::string()), "bot");
+    EXPECT_GE(j.value("chosen", std::string()).size(), j.value("rejected", std::string()).size());
+    ++pairs;
+  }
+  EXPECT_GT(pairs, 40);
+  EXPECT_TRUE(util::PathExists(run_dir_ + "/comparisons/round-1.samples.jsonl"));
 }
 
 }  // namespace

@@ -38,7 +38,10 @@ std::vector<LocalService> SuiteServices(const std::string& bin_dir, const SuiteL
            {absl::StrCat("--model=", layout.reward_model), "--model_name=reward", "--allow_reload"}),
       make("ppo-trainer", "ppo_trainer", "rlhf.v1.PpoTrainerService",
            {model_flag, absl::StrCat("--checkpoint_root=", layout.checkpoint_root)}),
-      make("labeling", "labeling", "rlhf.v1.LabelingService"),
+      make("labeling", "labeling", "rlhf.v1.LabelingService",
+           layout.labeling_state_dir.empty() ? std::vector<std::string>{}
+                                             : std::vector<std::string>{
+                                                   absl::StrCat("--state_dir=", layout.labeling_state_dir)}),
       make("orchestrator", "orchestrator", "rlhf.v1.OrchestratorService",
            {absl::StrCat("--runs_root=", layout.runs_root)}),
   };
@@ -97,11 +100,13 @@ absl::Status StartLocalServices(std::vector<LocalService>& services, const std::
       return absl::NotFoundError(absl::StrCat(service.name, ": no executable at ", service.binary,
                                               " (build the project first: tools/test.sh or ninja -C build)"));
     }
-    auto port = PickFreePort();
-    auto metrics_port = PickFreePort();
-    if (!port.ok() || !metrics_port.ok()) return port.ok() ? metrics_port.status() : port.status();
-    service.port = *port;
-    service.metrics_port = *metrics_port;
+    // A service restarted from its old entry keeps its address, as a real one behind a stable name would.
+    for (int* p : {&service.port, &service.metrics_port}) {
+      if (*p != 0) continue;
+      auto port = PickFreePort();
+      if (!port.ok()) return port.status();
+      *p = *port;
+    }
     service.log_path = absl::StrCat(log_dir, "/", service.name, ".log");
     std::vector<std::string> argv = {service.binary, absl::StrCat("--listen_address=127.0.0.1:", service.port),
                                      absl::StrCat("--metrics_address=127.0.0.1:", service.metrics_port)};

@@ -16,8 +16,8 @@ struct LocalService {
   std::string name;          // e.g. "reward-scoring"
   std::string binary;        // path of the executable
   std::string grpc_service;  // full name health reports, e.g. "rlhf.v1.RewardScoringService"
-  int port = 0;
-  int metrics_port = 0;
+  int port = 0;          // 0: StartLocalServices picks a free one (and keeps it on a restart)
+  int metrics_port = 0;  // likewise
   pid_t pid = -1;
   std::string log_path;
   std::vector<std::string> args;  // flags besides the addresses, e.g. --model=DIR
@@ -29,6 +29,7 @@ struct SuiteLayout {
   std::string reward_model;      // served by reward-scoring (a model with a reward head)
   std::string checkpoint_root;   // the trainer's default checkpoint folder
   std::string runs_root;         // the orchestrator's runs
+  std::string labeling_state_dir;  // the labeling service's journal (empty: in memory)
 };
 
 // The six services of the suite, with binaries looked up in `bin_dir`, in start order (the orchestrator last).
@@ -37,7 +38,7 @@ std::vector<LocalService> SuiteServices(const std::string& bin_dir, const SuiteL
 // Picks a free loopback TCP port.
 absl::StatusOr<int> PickFreePort();
 
-// Starts each service on 127.0.0.1 with free ports, logs to `log_dir/<name>.log`, then waits until each reports
+// Starts each service on 127.0.0.1 (on its port, or a free one when 0), logs to `log_dir/<name>.log`, then waits until each reports
 // SERVING over grpc.health.v1 (up to `timeout`). On any failure stops what it started and names the service.
 absl::Status StartLocalServices(std::vector<LocalService>& services, const std::string& log_dir,
                                 absl::Duration timeout);

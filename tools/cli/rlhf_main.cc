@@ -3,12 +3,15 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <iostream>
 #include <string>
 #include <vector>
 
 #include "absl/algorithm/container.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -22,6 +25,7 @@
 #include "common/util/status_macros.h"
 #include "rlhf/v1/generation.grpc.pb.h"
 #include "rlhf/v1/reference.grpc.pb.h"
+#include "tools/cli/label_command.h"
 #include "tools/cli/local_services.h"
 #include "tools/cli/model_commands.h"
 #include "tools/cli/run_command.h"
@@ -36,7 +40,10 @@ ABSL_FLAG(std::string, orchestrator, "",
 ABSL_FLAG(absl::Duration, startup_timeout, absl::Seconds(60), "run: how long services may take to report SERVING");
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "health: host:port of the server to probe");
 ABSL_FLAG(std::string, service, "", "health: service name to ask about; empty asks about the whole server");
-ABSL_FLAG(std::string, tls_ca_file, "", "health: PEM CA bundle; set to probe a TLS server");
+ABSL_FLAG(std::string, tls_ca_file, "", "health, label: PEM CA bundle; set to reach a TLS server");
+ABSL_FLAG(std::string, labeling, "127.0.0.1:50055", "label: host:port of the labeling service");
+ABSL_FLAG(std::string, labeler_id, "", "label: who is labeling (default: $USER)");
+ABSL_FLAG(std::string, token_file, "", "label: file holding the bearer token the services expect");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(3), "health: deadline of the probe");
 
 namespace rlhf::cli {
@@ -49,6 +56,8 @@ constexpr char kUsage[] =
     "                                      services started on loopback; again on the same DIR resumes the run\n"
     "  rlhf health --target=HOST:PORT [--service=NAME]\n"
     "                                      exit 0 when the server (or service) reports SERVING, 1 otherwise\n"
+    "  rlhf label [--labeling=HOST:PORT] [--labeler_id=NAME]\n"
+    "                                      rank the labeling queue's tasks from this terminal\n"
     "  rlhf init-model --out=DIR [--n_layer --n_embd --n_head --n_positions --tokenizer=byte|gpt2 --seed]\n"
     "                                      write a randomly initialised GPT-2 with its tokenizer\n"
     "  rlhf info --model=DIR               describe a model folder\n"
@@ -98,6 +107,29 @@ int RunHealth() {
   return 1;
 }
 
+int RunLabel() {
+  LabelSessionOptions options;
+  options.client.target = absl::GetFlag(FLAGS_labeling);
+  options.client.tls_ca_file = absl::GetFlag(FLAGS_tls_ca_file);
+  if (!absl::GetFlag(FLAGS_token_file).empty()) {
+    auto token = util::ReadFile(absl::GetFlag(FLAGS_token_file));
+    if (!token.ok()) {
+      std::fprintf(stderr, "rlhf label: %s\n", std::string(token.status().message()).c_str());
+      return 2;
+    }
+    options.client.bearer_token = std::string(absl::StripAsciiWhitespace(*token));
+  }
+  options.labeler_id = absl::GetFlag(FLAGS_labeler_id);
+  if (options.labeler_id.empty() && std::getenv("USER") != nullptr) options.labeler_id = std::getenv("USER");
+  auto submitted = RunLabelSession(options, std::cin, std::cout);
+  if (!submitted.ok()) {
+    std::fprintf(stderr, "rlhf label: %s\n", std::string(submitted.status().message()).c_str());
+    return 1;
+  }
+  std::printf("\n%lld rankings submitted\n", static_cast<long long>(*submitted));
+  return 0;
+}
+
 int RunMainJob(const std::vector<char*>& args) {
   RunCommandOptions options;
   options.bin_dir = absl::GetFlag(FLAGS_bin_dir).empty() ? DefaultBinDir() : absl::GetFlag(FLAGS_bin_dir);
@@ -125,6 +157,7 @@ int main(int argc, char** argv) {
   }
   if (command == "health") return rlhf::cli::RunHealth();
   if (command == "run") return rlhf::cli::RunMainJob(args);
+  if (command == "label") return rlhf::cli::RunLabel();
   if (command == "init-model") return rlhf::cli::RunInitModel();
   if (command == "info") return rlhf::cli::RunInfo();
   if (command == "tokenize") return rlhf::cli::RunTokenize();

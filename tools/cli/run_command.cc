@@ -141,6 +141,7 @@ int RunCommand(const RunCommandOptions& options) {
     layout.reward_model = files->init_reward_model;
     layout.checkpoint_root = run_dir + "/checkpoints/trainer-default";
     layout.runs_root = runs_root;
+    layout.labeling_state_dir = run_dir + "/labeling";
     services = SuiteServices(options.bin_dir, layout);
     std::printf("Starting %zu services on loopback (logs in %s)...\n", services.size(), log_dir.c_str());
     if (absl::Status s = StartLocalServices(services, log_dir, absl::Seconds(options.startup_timeout_seconds));

@@ -62,6 +62,19 @@ TEST(RunConfig, ValidationNamesTheField) {
               HasSubstr("config.task.sft_data_path"));
 }
 
+TEST(RunConfig, AHumanQueueNeedsTheLabelingServiceAndSensibleCounts) {
+  v1::RunConfig c = WithServices(DefaultRunConfig());
+  c.mutable_labeler()->mutable_human_queue()->set_min_completed(10);
+  EXPECT_THAT(std::string(ValidateRunConfig(c).message()), HasSubstr("config.services.labeling"));
+  c.mutable_services()->set_labeling("127.0.0.1:5");
+  EXPECT_TRUE(ValidateRunConfig(c).ok()) << ValidateRunConfig(c);
+  c.mutable_labeler()->mutable_human_queue()->set_min_completed(c.comparisons().num_prompts() + 1);
+  EXPECT_THAT(std::string(ValidateRunConfig(c).message()), HasSubstr("config.labeler.human_queue.min_completed"));
+  c.mutable_labeler()->mutable_human_queue()->set_min_completed(0);
+  c.mutable_labeler()->mutable_human_queue()->mutable_max_wait()->set_seconds(-5);
+  EXPECT_THAT(std::string(ValidateRunConfig(c).message()), HasSubstr("config.labeler.human_queue.max_wait"));
+}
+
 TEST(RunConfig, ReadsTextAndJsonAndReportsWhereAFileIsWrong) {
   const std::string dir = testing::MakeTempDir("config");
   std::ofstream(dir + "/ok.textproto") << "task { builtin_task: \"instructions\" }\nppo { iterations: 3 }\n";
