@@ -25,12 +25,13 @@ int main(int argc, char** argv) {
   binary.default_port = 50050;
   binary.default_metrics_port = 9460;
   binary.create =
-      [](const rlhf::runtime::ServiceContext&) -> absl::StatusOr<std::vector<rlhf::runtime::OwnedService>> {
+      [](const rlhf::runtime::ServiceContext& context) -> absl::StatusOr<std::vector<rlhf::runtime::OwnedService>> {
     rlhf::orchestrator::RunManagerOptions options;
     options.runs_root = absl::GetFlag(FLAGS_runs_root);
     options.max_active_runs = absl::GetFlag(FLAGS_max_active_runs);
     options.checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);
     options.resume = absl::GetFlag(FLAGS_resume);
+    options.registry = context.registry;
     options.client.tls_ca_file = absl::GetFlag(FLAGS_services_tls_ca_file);
     if (const std::string token_file = absl::GetFlag(FLAGS_services_auth_token_file); !token_file.empty()) {
       auto token = rlhf::util::ReadFile(token_file);

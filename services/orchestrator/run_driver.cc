@@ -225,18 +225,6 @@ class Driver {
     return absl::OkStatus();
   }
 
-  static const char* StageName(v1::Stage stage) {
-    switch (stage) {
-      case v1::STAGE_PRETRAIN: return "pretrain";
-      case v1::STAGE_SFT: return "sft";
-      case v1::STAGE_COMPARISONS: return "comparisons";
-      case v1::STAGE_REWARD_MODEL: return "reward_model";
-      case v1::STAGE_PPO: return "ppo";
-      case v1::STAGE_EVALUATION: return "eval";
-      default: return "unknown";
-    }
-  }
-
   void Emit(v1::Stage stage, int32_t round, int64_t step, int64_t total, const std::map<std::string, double>& metrics,
             const std::string& message = "") {
     v1::RunEvent event;
@@ -987,6 +975,18 @@ class Driver {
 };
 
 }  // namespace
+
+const char* StageName(v1::Stage stage) {
+  switch (stage) {
+    case v1::STAGE_PRETRAIN: return "pretrain";
+    case v1::STAGE_SFT: return "sft";
+    case v1::STAGE_COMPARISONS: return "comparisons";
+    case v1::STAGE_REWARD_MODEL: return "reward_model";
+    case v1::STAGE_PPO: return "ppo";
+    case v1::STAGE_EVALUATION: return "eval";
+    default: return "unknown";
+  }
+}
 
 absl::Status CheckServices(const RunContext& context) {
   const v1::ServiceAddresses& s = context.config.services();

@@ -43,6 +43,9 @@ absl::Status DriveRun(const RunContext& context, v1::Run* run);
 // The services the run needs, by name and address; FailedPrecondition naming the first one that is not SERVING.
 absl::Status CheckServices(const RunContext& context);
 
+// The stage's short name in metrics.jsonl and metric labels: pretrain, sft, comparisons, reward_model, ppo, eval.
+const char* StageName(v1::Stage stage);
+
 }  // namespace rlhf::orchestrator
 
 #endif  // RLHF_SERVICES_ORCHESTRATOR_RUN_DRIVER_H_

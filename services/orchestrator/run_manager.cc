@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <random>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -14,6 +15,9 @@
 #include "common/util/status_macros.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
 #include "services/orchestrator/run_config.h"
 #include "services/orchestrator/run_driver.h"
 
@@ -41,6 +45,74 @@ bool ValidRunId(const std::string& id) {
 
 }  // namespace
 
+// rlhf_orchestrator_runs{state}: the runs this orchestrator knows, by state. rlhf_orchestrator_stage_progress_ratio
+// {run_id, stage}: step / total steps of the stage each running run is in; its series goes when the stage or the run
+// ends, so the label set stays as small as the active runs.
+class RunManager::Metrics {
+ public:
+  explicit Metrics(prometheus::Registry& registry)
+      : runs_(prometheus::BuildGauge()
+                  .Name("rlhf_orchestrator_runs")
+                  .Help("Runs the orchestrator knows, by state (pending, running, succeeded, failed, cancelled)")
+                  .Register(registry)),
+        progress_(prometheus::BuildGauge()
+                      .Name("rlhf_orchestrator_stage_progress_ratio")
+                      .Help("Progress of each running run through its current stage, 0 to 1")
+                      .Register(registry)) {
+    for (v1::RunState state : {v1::RUN_STATE_PENDING, v1::RUN_STATE_RUNNING, v1::RUN_STATE_SUCCEEDED,
+                               v1::RUN_STATE_FAILED, v1::RUN_STATE_CANCELLED}) {
+      by_state_[state] = &runs_.Add({{"state", StateLabel(state)}});
+    }
+  }
+
+  void SetCounts(const std::map<v1::RunState, int>& counts) {
+    for (auto& [state, gauge] : by_state_) {
+      auto it = counts.find(state);
+      gauge->Set(it == counts.end() ? 0 : it->second);
+    }
+  }
+
+  void SetProgress(const std::string& run_id, v1::Stage stage, int64_t step, int64_t total) {
+    if (total <= 0) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    Progress& p = progress_by_run_[run_id];
+    if (p.gauge != nullptr && p.stage != stage) {
+      progress_.Remove(p.gauge);
+      p.gauge = nullptr;
+    }
+    if (p.gauge == nullptr) {
+      p.stage = stage;
+      p.gauge = &progress_.Add({{"run_id", run_id}, {"stage", StageName(stage)}});
+    }
+    p.gauge->Set(std::min(1.0, static_cast<double>(step) / static_cast<double>(total)));
+  }
+
+  void EndProgress(const std::string& run_id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = progress_by_run_.find(run_id);
+    if (it == progress_by_run_.end()) return;
+    if (it->second.gauge != nullptr) progress_.Remove(it->second.gauge);
+    progress_by_run_.erase(it);
+  }
+
+ private:
+  struct Progress {
+    v1::Stage stage = v1::STAGE_UNSPECIFIED;
+    prometheus::Gauge* gauge = nullptr;
+  };
+
+  static std::string StateLabel(v1::RunState state) {
+    std::string name = absl::AsciiStrToLower(v1::RunState_Name(state));
+    return name.substr(std::string("run_state_").size());
+  }
+
+  prometheus::Family<prometheus::Gauge>& runs_;
+  prometheus::Family<prometheus::Gauge>& progress_;
+  std::map<v1::RunState, prometheus::Gauge*> by_state_;
+  std::mutex mu_;
+  std::map<std::string, Progress> progress_by_run_;
+};
+
 struct RunManager::Entry {
   std::mutex mu;
   v1::Run run;
@@ -50,6 +122,23 @@ struct RunManager::Entry {
   std::thread thread;
   absl::Time last_persist = absl::InfinitePast();
 };
+
+RunManager::RunManager(const RunManagerOptions& options) : options_(options) {
+  if (options_.registry != nullptr) metrics_ = std::make_unique<Metrics>(*options_.registry);
+}
+
+void RunManager::CountRuns() {
+  if (!metrics_) return;
+  std::map<v1::RunState, int> counts;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, e] : runs_) {
+      std::lock_guard<std::mutex> entry_lock(e->mu);
+      ++counts[e->run.state()];
+    }
+  }
+  metrics_->SetCounts(counts);
+}
 
 absl::StatusOr<std::unique_ptr<RunManager>> RunManager::Create(const RunManagerOptions& options) {
   RETURN_IF_ERROR(util::MakeDirectories(options.runs_root));
@@ -77,6 +166,7 @@ absl::StatusOr<std::unique_ptr<RunManager>> RunManager::Create(const RunManagerO
       manager->Launch(entry);
     }
   }
+  manager->CountRuns();
   return manager;
 }
 
@@ -170,6 +260,7 @@ absl::StatusOr<v1::Run> RunManager::StartRun(const v1::StartRunRequest& request)
     RETURN_IF_ERROR(Persist(*entry));
   }
   Launch(entry);
+  CountRuns();
   std::lock_guard<std::mutex> lock(entry->mu);
   return entry->run;
 }
@@ -236,6 +327,7 @@ void RunManager::Execute(std::shared_ptr<Entry> entry) {
   if (status.ok()) {
     // DriveRun updates a copy; events mirror it into the entry.
     context.emit = [this, entry, &working](const v1::RunEvent& event) {
+      if (metrics_) metrics_->SetProgress(event.run_id(), event.stage(), event.step(), event.total_steps());
       Publish(*entry, event);
       std::lock_guard<std::mutex> lock(entry->mu);
       const v1::RunState state = entry->run.state();
@@ -282,6 +374,8 @@ void RunManager::Execute(std::shared_ptr<Entry> entry) {
   } else {
     log->error("run stopped run_id={} error={}", context.run_id, std::string(status.message()));
   }
+  if (metrics_) metrics_->EndProgress(context.run_id);
+  CountRuns();
   Publish(*entry, final_event);
   std::vector<Watcher> watchers;
   {

@@ -17,6 +17,10 @@
 #include "common/runtime/client.h"
 #include "rlhf/v1/orchestrator.pb.h"
 
+namespace prometheus {
+class Registry;
+}  // namespace prometheus
+
 namespace rlhf::orchestrator {
 
 namespace v1 = ::rlhf::v1;
@@ -28,6 +32,9 @@ struct RunManagerOptions {
   int32_t checkpoint_every = 5;
   absl::Duration service_wait = absl::Seconds(60);  // how long a run waits for its services to be SERVING
   bool resume = true;                               // resume unfinished runs found under runs_root at start-up
+  // Where to export rlhf_orchestrator_runs{state} and rlhf_orchestrator_stage_progress_ratio{run_id,stage}; may be
+  // null (no metrics).
+  prometheus::Registry* registry = nullptr;
 };
 
 class RunManager {
@@ -54,13 +61,16 @@ class RunManager {
 
  private:
   struct Entry;
-  explicit RunManager(const RunManagerOptions& options) : options_(options) {}
+  class Metrics;
+  explicit RunManager(const RunManagerOptions& options);
   void Launch(std::shared_ptr<Entry> entry);
   void Execute(std::shared_ptr<Entry> entry);
   void Publish(Entry& entry, const v1::RunEvent& event);
   absl::Status Persist(const Entry& entry) const;  // run.json, with entry.mu held
+  void CountRuns();  // sets rlhf_orchestrator_runs from the runs' states; called without any entry's mu held
 
   RunManagerOptions options_;
+  std::unique_ptr<Metrics> metrics_;
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Entry>> runs_;
   std::atomic<bool> shutting_down_{false};

@@ -2,6 +2,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <string>
@@ -161,6 +162,15 @@ TEST_F(LoopTest, AShortenedLoopRunsEndToEndThroughTheServices) {
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_THAT(*report, ::testing::HasSubstr("<svg"));
   EXPECT_TRUE(util::ReadFile(run_dir_ + "/comparisons/round-1.jsonl").ok());
+  // The orchestrator's /metrics counts the run as succeeded and has no progress series left for it.
+  auto orchestrator = std::find_if(services_.begin(), services_.end(),
+                                   [](const cli::LocalService& s) { return s.name == "orchestrator"; });
+  ASSERT_NE(orchestrator, services_.end());
+  auto metrics = testing::HttpGet(orchestrator->metrics_port, "/metrics");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_THAT(*metrics, ::testing::HasSubstr("rlhf_orchestrator_runs{state=\"succeeded\"} 1"));
+  EXPECT_THAT(*metrics, ::testing::HasSubstr("rlhf_orchestrator_runs{state=\"running\"} 0"));
+  EXPECT_THAT(*metrics, ::testing::Not(::testing::HasSubstr("rlhf_orchestrator_stage_progress_ratio{")));
 }
 
 TEST_F(LoopTest, AKilledOrchestratorResumesAndFinishesWithCompletedStepsIntact) {
