@@ -18,7 +18,7 @@
 
 ABSL_FLAG(std::string, model, "",
           "info/tokenize/generate/score: model folder (config.json, model.safetensors, tokenizer)");
-ABSL_FLAG(std::string, out, "", "init-model: folder to write the new model to");
+ABSL_FLAG(std::string, out, "", "init-model, init-run-models: folder to write the new model(s) to");
 ABSL_FLAG(int64_t, n_layer, 2, "init-model: transformer blocks");
 ABSL_FLAG(int64_t, n_embd, 128, "init-model: width");
 ABSL_FLAG(int64_t, n_head, 4, "init-model: attention heads");

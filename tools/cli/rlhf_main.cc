@@ -34,7 +34,9 @@ ABSL_FLAG(std::string, bin_dir, "",
           "run: build folder holding services/<name>/rlhf-<name>; empty means the build this rlhf binary is in");
 ABSL_FLAG(std::string, run_dir, "runs/local",
           "run: folder of the run (its name is the run id); running again on it resumes an unfinished run");
-ABSL_FLAG(std::string, config, "", "run: run config file (protobuf JSON or text); empty: the built-in task");
+ABSL_FLAG(std::string, config, "",
+          "run, init-run-models: run config file (protobuf JSON or text); empty: the built-in task");
+ABSL_DECLARE_FLAG(std::string, out);  // tools/cli/model_commands.cc
 ABSL_FLAG(std::string, orchestrator, "",
           "run: address of a running orchestrator whose config names the services; empty: start the suite here");
 ABSL_FLAG(absl::Duration, startup_timeout, absl::Seconds(60), "run: how long services may take to report SERVING");
@@ -58,6 +60,9 @@ constexpr char kUsage[] =
     "                                      exit 0 when the server (or service) reports SERVING, 1 otherwise\n"
     "  rlhf label [--labeling=HOST:PORT] [--labeler_id=NAME]\n"
     "                                      rank the labeling queue's tasks from this terminal\n"
+    "  rlhf init-run-models --out=DIR [CONFIG]\n"
+    "                                      write DIR/policy and DIR/reward, the initial models a run of CONFIG\n"
+    "                                      (default: the built-in task) starts from, for services started by hand\n"
     "  rlhf init-model --out=DIR [--n_layer --n_embd --n_head --n_positions --tokenizer=byte|gpt2 --seed]\n"
     "                                      write a randomly initialised GPT-2 with its tokenizer\n"
     "  rlhf info --model=DIR               describe a model folder\n"
@@ -130,6 +135,16 @@ int RunLabel() {
   return 0;
 }
 
+int RunInitRunModels(const std::vector<char*>& args) {
+  auto done = InitRunModels(args.size() > 2 ? args[2] : absl::GetFlag(FLAGS_config), absl::GetFlag(FLAGS_out));
+  if (!done.ok()) {
+    std::fprintf(stderr, "rlhf init-run-models: %s\n", done.status().ToString().c_str());
+    return 1;
+  }
+  std::printf("%s", done->c_str());
+  return 0;
+}
+
 int RunMainJob(const std::vector<char*>& args) {
   RunCommandOptions options;
   options.bin_dir = absl::GetFlag(FLAGS_bin_dir).empty() ? DefaultBinDir() : absl::GetFlag(FLAGS_bin_dir);
@@ -151,14 +166,16 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string command = args[1];
-  if (args.size() > (command == "run" ? 3 : 2)) {
-    std::fprintf(stderr, "rlhf %s: unexpected argument '%s'\n", command.c_str(), args[command == "run" ? 3 : 2]);
+  const size_t max_args = command == "run" || command == "init-run-models" ? 3 : 2;
+  if (args.size() > max_args) {
+    std::fprintf(stderr, "rlhf %s: unexpected argument '%s'\n", command.c_str(), args[max_args]);
     return 2;
   }
   if (command == "health") return rlhf::cli::RunHealth();
   if (command == "run") return rlhf::cli::RunMainJob(args);
   if (command == "label") return rlhf::cli::RunLabel();
   if (command == "init-model") return rlhf::cli::RunInitModel();
+  if (command == "init-run-models") return rlhf::cli::RunInitRunModels(args);
   if (command == "info") return rlhf::cli::RunInfo();
   if (command == "tokenize") return rlhf::cli::RunTokenize();
   if (command == "generate") return rlhf::cli::RunGenerate();

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <string>
 
@@ -104,7 +105,54 @@ int Fail(const absl::Status& status) {
   return 1;
 }
 
+// The config at `path` (protobuf text or JSON), or the built-in task's when `path` is empty; with defaults.
+absl::StatusOr<v1::RunConfig> LoadRunConfig(const std::string& path) {
+  v1::RunConfig config;
+  if (!path.empty()) {
+    auto read = orchestrator::ReadRunConfig(path);
+    if (!read.ok()) return read.status();
+    config = *read;
+  } else {
+    config.mutable_task()->set_builtin_task(orchestrator::kBuiltinTaskName);
+  }
+  return orchestrator::WithDefaults(config);
+}
+
 }  // namespace
+
+absl::StatusOr<std::string> InitRunModels(const std::string& config_path, const std::string& out_dir) {
+  if (out_dir.empty()) return absl::InvalidArgumentError("--out is required");
+  auto config = LoadRunConfig(config_path);
+  if (!config.ok()) return config.status();
+  if (!config->model().has_config()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        config_path, ": config.model.base_model_dir: the run starts from ", config->model().base_model_dir(),
+        "; serve that model (and a reward model made from it) directly"));
+  }
+  if (absl::Status s = util::MakeDirectories(out_dir); !s.ok()) return s;
+  const std::string scratch = out_dir + "/.init-run-models";
+  std::error_code ignored;
+  std::filesystem::remove_all(scratch, ignored);
+  auto files = orchestrator::PrepareRun(*config, scratch);
+  if (!files.ok()) return files.status();
+  std::string summary;
+  for (const auto& [name, from] : {std::pair<std::string, std::string>{"policy", files->init_model},
+                                   {"reward", files->init_reward_model}}) {
+    const std::string to = absl::StrCat(out_dir, "/", name);
+    if (util::PathExists(to + "/model.safetensors")) {
+      absl::StrAppend(&summary, "kept ", to, "\n");
+      continue;
+    }
+    std::filesystem::remove_all(to, ignored);  // a folder without weights is not a model
+    std::error_code error;
+    std::filesystem::rename(from, to, error);
+    if (error) return absl::InternalError(absl::StrCat("move ", from, " to ", to, ": ", error.message()));
+    absl::StrAppend(&summary, "wrote ", to, "\n");
+  }
+  if (absl::Status s = util::SyncDirectory(out_dir); !s.ok()) return s;
+  std::filesystem::remove_all(scratch, ignored);
+  return summary;
+}
 
 int RunCommand(const RunCommandOptions& options) {
   const absl::Time start = absl::Now();
@@ -113,19 +161,13 @@ int RunCommand(const RunCommandOptions& options) {
   const std::string runs_root = util::DirName(run_dir);
   const std::string run_id = util::BaseName(run_dir);
 
-  v1::RunConfig config;
-  if (!options.config_path.empty()) {
-    auto read = orchestrator::ReadRunConfig(options.config_path);
-    if (!read.ok()) return Fail(read.status());
-    config = *read;
-  } else {
-    config.mutable_task()->set_builtin_task(orchestrator::kBuiltinTaskName);
-  }
+  auto loaded = LoadRunConfig(options.config_path);
+  if (!loaded.ok()) return Fail(loaded.status());
+  v1::RunConfig config = *std::move(loaded);
   if (!config.run_dir().empty()) {
     return Fail(absl::InvalidArgumentError(
         absl::StrCat(options.config_path, ": config.run_dir: leave it empty with rlhf run; use --run_dir")));
   }
-  config = orchestrator::WithDefaults(config);
 
   std::vector<LocalService> services;
   std::string orchestrator_address = options.orchestrator;

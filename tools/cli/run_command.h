@@ -7,6 +7,8 @@
 
 #include <string>
 
+#include "absl/status/statusor.h"
+
 namespace rlhf::cli {
 
 struct RunCommandOptions {
@@ -19,6 +21,12 @@ struct RunCommandOptions {
 
 // Returns the process exit code (0 when the run succeeded).
 int RunCommand(const RunCommandOptions& options);
+
+// `rlhf init-run-models --out=DIR [CONFIG]`: the initial models a run of CONFIG (default: the built-in task) starts
+// from, as DIR/policy (the policy) and DIR/reward (the same with a zero reward head): what services started by hand
+// (a cluster) must serve, since they take only checkpoints of the architecture they serve. A model already in DIR is
+// kept. Each is moved into place whole (rename), so a crash leaves it complete or absent. Returns what it did.
+absl::StatusOr<std::string> InitRunModels(const std::string& config_path, const std::string& out_dir);
 
 }  // namespace rlhf::cli
 
