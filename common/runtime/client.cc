@@ -1,12 +1,18 @@
 #include "common/runtime/client.h"
 
+#include <arpa/inet.h>
 #include <grpcpp/create_channel.h>
+#include <netdb.h>
+#include <sys/socket.h>
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/client_interceptor.h>
 
 #include <algorithm>
+#include <set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/runtime/status_util.h"
 #include "common/util/file_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -102,6 +108,58 @@ absl::StatusOr<HealthState> CheckHealth(grpc::Channel& channel, const std::strin
   if (!status.ok()) return FromGrpcStatus(status);
   return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? HealthState::kServing
                                                                              : HealthState::kNotServing;
+}
+
+std::vector<std::string> ReplicaTargets(const std::string& target) {
+  for (const char* scheme : {"ipv4:", "ipv6:"}) {
+    if (!absl::StartsWith(target, scheme)) continue;
+    std::vector<std::string> out;
+    for (absl::string_view address : absl::StrSplit(target.substr(5), ',', absl::SkipEmpty())) {
+      out.push_back(absl::StrCat(scheme, address));
+    }
+    return out.empty() ? std::vector<std::string>{target} : out;
+  }
+  if (!absl::StartsWith(target, "dns:")) return {target};
+  // dns:[//authority/]host:port
+  std::string rest = target.substr(4);
+  if (absl::StartsWith(rest, "//")) {
+    const size_t slash = rest.find('/', 2);
+    if (slash == std::string::npos) return {target};
+    rest = rest.substr(slash + 1);
+  }
+  std::string host = rest, port = "443";
+  if (absl::StartsWith(rest, "[")) {
+    const size_t close = rest.find(']');
+    if (close == std::string::npos) return {target};
+    host = rest.substr(1, close - 1);
+    if (close + 1 < rest.size() && rest[close + 1] == ':') port = rest.substr(close + 2);
+  } else if (const size_t colon = rest.rfind(':'); colon != std::string::npos) {
+    host = rest.substr(0, colon);
+    port = rest.substr(colon + 1);
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0) return {target};
+  std::set<std::string> seen;
+  std::vector<std::string> out;
+  for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    char text[INET6_ADDRSTRLEN] = {};
+    std::string replica;
+    if (a->ai_family == AF_INET) {
+      ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr, text, sizeof(text));
+      replica = absl::StrCat("ipv4:", text, ":", port);
+    } else if (a->ai_family == AF_INET6) {
+      ::inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr, text, sizeof(text));
+      replica = absl::StrCat("ipv6:[", text, "]:", port);
+    } else {
+      continue;
+    }
+    if (seen.insert(replica).second) out.push_back(replica);
+  }
+  ::freeaddrinfo(found);
+  return out.empty() ? std::vector<std::string>{target} : out;
 }
 
 }  // namespace rlhf::runtime

@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -37,6 +38,12 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ClientOptions& 
 // Serving status of `service` ("" for the whole server) over grpc.health.v1.Health/Check.
 enum class HealthState { kServing, kNotServing, kUnknownService };
 absl::StatusOr<HealthState> CheckHealth(grpc::Channel& channel, const std::string& service, absl::Duration timeout);
+
+// The targets of each server behind `target`, for calls that must reach every replica (a weights update): a
+// dns:///host:port target becomes one ipv4:/ipv6: target per address the name resolves to now, an ipv4:/ipv6: list
+// one target per address; any other target stays as it is. A name that does not resolve stays as it is too (the
+// call then reports the failure).
+std::vector<std::string> ReplicaTargets(const std::string& target);
 
 // A ClientContext with a deadline `timeout` from now.
 std::unique_ptr<grpc::ClientContext> ContextWithTimeout(absl::Duration timeout);

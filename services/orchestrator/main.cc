@@ -15,6 +15,9 @@ ABSL_FLAG(int, checkpoint_every, 5, "PPO iterations between trainer checkpoints 
 ABSL_FLAG(bool, resume, true, "Resume unfinished runs found under --runs_root at start-up");
 ABSL_FLAG(std::string, services_auth_token_file, "", "Bearer token file for calls to the other services");
 ABSL_FLAG(std::string, services_tls_ca_file, "", "PEM CA bundle to verify the other services (enables TLS)");
+ABSL_FLAG(std::string, services_lb_policy, "round_robin",
+          "gRPC load-balancing policy of the channels to the other services: round_robin spreads calls over every "
+          "replica a dns:/// address resolves to; pick_first keeps to one. Weight updates always reach every replica");
 
 int main(int argc, char** argv) {
   static std::unique_ptr<rlhf::orchestrator::RunManager> manager;
@@ -33,12 +36,17 @@ int main(int argc, char** argv) {
     options.resume = absl::GetFlag(FLAGS_resume);
     options.registry = context.registry;
     options.client.tls_ca_file = absl::GetFlag(FLAGS_services_tls_ca_file);
+    options.client.load_balancing_policy = absl::GetFlag(FLAGS_services_lb_policy);
     if (const std::string token_file = absl::GetFlag(FLAGS_services_auth_token_file); !token_file.empty()) {
       auto token = rlhf::util::ReadFile(token_file);
       if (!token.ok()) return token.status();
       options.client.bearer_token = std::string(absl::StripAsciiWhitespace(*token));
     }
     if (options.checkpoint_every < 1) return absl::InvalidArgumentError("--checkpoint_every must be >= 1");
+    if (options.client.load_balancing_policy != "round_robin" &&
+        options.client.load_balancing_policy != "pick_first") {
+      return absl::InvalidArgumentError("--services_lb_policy must be round_robin or pick_first");
+    }
     auto created = rlhf::orchestrator::RunManager::Create(options);
     if (!created.ok()) return created.status();
     manager = *std::move(created);

@@ -2,6 +2,7 @@
 
 
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -315,8 +316,16 @@ class Driver {
       *request.mutable_sampling() = sampling;
       request.mutable_sampling()->set_seed(seed * 1000003ULL + start);
       v1::GenerateResponse response;
-      auto context = Call();
-      grpc::Status status = generation_->Generate(context.get(), request, &response);
+      grpc::Status status;
+      for (int attempt = 0; attempt < 2; ++attempt) {
+        if (policy_version_ > 0) request.set_min_model_version(policy_version_);
+        auto context = Call();
+        status = generation_->Generate(context.get(), request, &response);
+        // A replica behind the policy the others serve (one that joined after the last push) refuses: push the
+        // policy to every replica again and ask again.
+        if (status.error_code() != grpc::StatusCode::FAILED_PRECONDITION || !resync_policy_) break;
+        RETURN_IF_ERROR(resync_policy_());
+      }
       if (!status.ok()) return RpcError("generation", cfg_.services().generation(), "Generate", status);
       for (const v1::PromptCompletions& pc : response.results()) {
         std::vector<Sample> samples;
@@ -360,69 +369,117 @@ class Driver {
       item->mutable_prompt()->mutable_token_ids()->mutable_ids()->Add(s->prompt_ids.begin(), s->prompt_ids.end());
       item->mutable_response()->mutable_token_ids()->mutable_ids()->Add(s->ids.begin(), s->ids.end());
     }
-    if (reward_version_ > 0) request.set_min_model_version(reward_version_);
     v1::ScoreResponse response;
-    auto context = Call();
-    grpc::Status status = reward_->Score(context.get(), request, &response);
+    grpc::Status status;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      if (reward_version_ > 0) request.set_min_model_version(reward_version_);
+      auto context = Call();
+      status = reward_->Score(context.get(), request, &response);
+      // A replica older than the reward model the others serve (one that joined after the reload) refuses: reload
+      // every replica and ask again.
+      if (status.error_code() != grpc::StatusCode::FAILED_PRECONDITION || reward_checkpoint_.empty()) break;
+      RETURN_IF_ERROR(SyncReward(reward_checkpoint_));
+    }
     if (!status.ok()) return RpcError("reward", cfg_.services().reward(), "Score", status);
     return std::vector<float>(response.scores().begin(), response.scores().end());
   }
 
-  // Points the generation service at a checkpoint directory.
+  // Runs `call` once for each server behind `target` (every replica behind a dns:/// name, as resolved now): a
+  // weights update must reach all of them, while the other calls are spread by the channel's load balancing.
+  absl::Status ForEachReplica(const std::string& target,
+                              const std::function<absl::Status(const std::shared_ptr<grpc::Channel>&,
+                                                               const std::string& replica)>& call) {
+    for (const std::string& replica : runtime::ReplicaTargets(target)) {
+      runtime::ClientOptions o = ctx_.client;
+      o.target = replica;
+      o.load_balancing_policy.clear();
+      ASSIGN_OR_RETURN(auto channel, runtime::MakeChannel(o));
+      RETURN_IF_ERROR(call(channel, replica));
+    }
+    return absl::OkStatus();
+  }
+
+  // Points every generation replica at a checkpoint directory.
   absl::Status SyncPolicyFromCheckpoint(const std::string& dir) {
-    v1::UpdateWeightsFromCheckpointRequest request;
-    request.set_path(dir);
-    v1::UpdateWeightsResponse response;
-    auto context = Call();
-    grpc::Status status = generation_->UpdateWeightsFromCheckpoint(context.get(), request, &response);
-    if (!status.ok()) return RpcError("generation", cfg_.services().generation(), "UpdateWeightsFromCheckpoint", status);
+    resync_policy_ = [this, dir] { return SyncPolicyFromCheckpoint(dir); };
+    int64_t lowest = 0;
+    RETURN_IF_ERROR(ForEachReplica(cfg_.services().generation(), [&](const auto& channel, const std::string& replica) {
+      v1::UpdateWeightsFromCheckpointRequest request;
+      request.set_path(dir);
+      v1::UpdateWeightsResponse response;
+      auto context = Call();
+      grpc::Status status =
+          v1::PolicyGenerationService::NewStub(channel)->UpdateWeightsFromCheckpoint(context.get(), request, &response);
+      if (!status.ok()) return RpcError("generation", replica, "UpdateWeightsFromCheckpoint", status);
+      lowest = lowest == 0 ? response.model_id().version() : std::min(lowest, response.model_id().version());
+      return absl::OkStatus();
+    }));
+    policy_version_ = lowest;
     return absl::OkStatus();
   }
 
   absl::Status SyncReference() {
-    v1::UpdateWeightsFromCheckpointRequest request;
-    request.set_path(progress_.sft_checkpoint);
-    v1::UpdateWeightsResponse response;
-    auto context = Call();
-    grpc::Status status = reference_->UpdateWeightsFromCheckpoint(context.get(), request, &response);
-    if (!status.ok()) return RpcError("reference", cfg_.services().reference(), "UpdateWeightsFromCheckpoint", status);
-    return absl::OkStatus();
+    return ForEachReplica(cfg_.services().reference(), [&](const auto& channel, const std::string& replica) {
+      v1::UpdateWeightsFromCheckpointRequest request;
+      request.set_path(progress_.sft_checkpoint);
+      v1::UpdateWeightsResponse response;
+      auto context = Call();
+      grpc::Status status =
+          v1::ReferenceLogprobService::NewStub(channel)->UpdateWeightsFromCheckpoint(context.get(), request, &response);
+      if (!status.ok()) return RpcError("reference", replica, "UpdateWeightsFromCheckpoint", status);
+      return absl::OkStatus();
+    });
   }
 
+  // Every reward replica reloads `checkpoint`; Score then asks for at least the lowest version they report, so a
+  // replica that missed the reload (it joined later) refuses and is brought up to date (see Scores).
   absl::Status SyncReward(const std::string& checkpoint) {
-    v1::ReloadModelRequest request;
-    request.set_checkpoint_path(checkpoint);
-    v1::ReloadModelResponse response;
-    auto context = Call();
-    grpc::Status status = reward_->ReloadModel(context.get(), request, &response);
-    if (!status.ok()) return RpcError("reward", cfg_.services().reward(), "ReloadModel", status);
-    if (response.outcome() == v1::RELOAD_OUTCOME_REFUSED) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("reward service refused ", checkpoint, ": ", response.message()));
-    }
-    reward_version_ = response.model_id().version();
+    int64_t lowest = 0;
+    RETURN_IF_ERROR(ForEachReplica(cfg_.services().reward(), [&](const auto& channel, const std::string& replica) {
+      v1::ReloadModelRequest request;
+      request.set_checkpoint_path(checkpoint);
+      v1::ReloadModelResponse response;
+      auto context = Call();
+      grpc::Status status = v1::RewardScoringService::NewStub(channel)->ReloadModel(context.get(), request, &response);
+      if (!status.ok()) return RpcError("reward", replica, "ReloadModel", status);
+      if (response.outcome() == v1::RELOAD_OUTCOME_REFUSED) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("reward service ", replica, " refused ", checkpoint, ": ", response.message()));
+      }
+      lowest = lowest == 0 ? response.model_id().version() : std::min(lowest, response.model_id().version());
+      return absl::OkStatus();
+    }));
+    reward_checkpoint_ = checkpoint;
+    reward_version_ = lowest;
     return absl::OkStatus();
   }
 
-  // Streams the trainer's policy into the generation service.
+  // Streams the trainer's policy into every generation replica.
   absl::Status PushPolicy() {
+    resync_policy_ = [this] { return PushPolicy(); };
     v1::ExportWeightsRequest request;
     request.set_chunk_size_bytes(1 << 20);
     auto export_context = Call();
     auto reader = trainer_->ExportWeights(export_context.get(), request);
-    v1::UpdateWeightsResponse response;
-    auto update_context = Call();
-    auto writer = generation_->UpdateWeights(update_context.get(), &response);
-    v1::WeightsChunk chunk;
-    bool write_ok = true;
-    while (reader->Read(&chunk)) {
-      if (write_ok) write_ok = writer->Write(chunk);
-    }
+    std::vector<v1::WeightsChunk> chunks;
+    for (v1::WeightsChunk chunk; reader->Read(&chunk);) chunks.push_back(std::move(chunk));
     grpc::Status read_status = reader->Finish();
-    writer->WritesDone();
-    grpc::Status write_status = writer->Finish();
     if (!read_status.ok()) return RpcError("trainer", cfg_.services().trainer(), "ExportWeights", read_status);
-    if (!write_status.ok()) return RpcError("generation", cfg_.services().generation(), "UpdateWeights", write_status);
+    int64_t lowest = 0;
+    RETURN_IF_ERROR(ForEachReplica(cfg_.services().generation(), [&](const auto& channel, const std::string& replica) {
+      v1::UpdateWeightsResponse response;
+      auto update_context = Call();
+      auto writer = v1::PolicyGenerationService::NewStub(channel)->UpdateWeights(update_context.get(), &response);
+      for (const v1::WeightsChunk& chunk : chunks) {
+        if (!writer->Write(chunk)) break;  // the server ended the call: Finish says why
+      }
+      writer->WritesDone();
+      grpc::Status status = writer->Finish();
+      if (!status.ok()) return RpcError("generation", replica, "UpdateWeights", status);
+      lowest = lowest == 0 ? response.model_id().version() : std::min(lowest, response.model_id().version());
+      return absl::OkStatus();
+    }));
+    policy_version_ = lowest;
     return absl::OkStatus();
   }
 
@@ -971,7 +1028,10 @@ class Driver {
   std::unique_ptr<v1::ReferenceLogprobService::Stub> reference_;
   std::unique_ptr<v1::RewardScoringService::Stub> reward_;
   std::unique_ptr<v1::PpoTrainerService::Stub> trainer_;
-  int64_t reward_version_ = 0;
+  int64_t reward_version_ = 0;       // lowest version the reward replicas reported at the last reload
+  std::string reward_checkpoint_;    // the reward model they reloaded
+  int64_t policy_version_ = 0;       // lowest version the generation replicas reported at the last update
+  std::function<absl::Status()> resync_policy_;  // repeats the last policy update
 };
 
 }  // namespace

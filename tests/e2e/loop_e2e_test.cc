@@ -9,7 +9,10 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/runtime/client.h"
 #include "common/util/file_util.h"
@@ -45,7 +48,9 @@ v1::RunConfig ShortConfig(int32_t ppo_iterations) {
 
 class LoopTest : public ::testing::Test {
  protected:
-  void Start(const v1::RunConfig& config, const std::string& run_id) {
+  // With `replicas` > 1, that many generation and reward servers, reached through one multi-address target each
+  // (as a dns:/// name of a headless Service resolves to every pod).
+  void Start(const v1::RunConfig& config, const std::string& run_id, int replicas = 1) {
     root_ = testing::MakeTempDir("loop");
     run_dir_ = root_ + "/runs/" + run_id;
     auto files = orchestrator::PrepareRun(config, run_dir_);
@@ -58,6 +63,15 @@ class LoopTest : public ::testing::Test {
     layout.labeling_state_dir = root_ + "/labeling";
     services_ = cli::SuiteServices(RLHF_BINARY_DIR, layout);
     services_.back().args.push_back("--checkpoint_every=2");
+    for (int r = 2; r <= replicas; ++r) {
+      for (const char* name : {"policy-generation", "reward-scoring"}) {
+        auto original = std::find_if(services_.begin(), services_.end(),
+                                     [&](const cli::LocalService& s) { return s.name == name; });
+        cli::LocalService copy = *original;
+        copy.name = absl::StrCat(name, "-", r);
+        services_.insert(services_.end() - 1, copy);  // the orchestrator stays last
+      }
+    }
     ASSERT_TRUE(util::MakeDirectories(root_ + "/logs").ok());
     const absl::Status started = cli::StartLocalServices(services_, root_ + "/logs", absl::Seconds(60));
     ASSERT_TRUE(started.ok()) << started;
@@ -65,9 +79,9 @@ class LoopTest : public ::testing::Test {
     std::map<std::string, int> port;
     for (const auto& s : services_) port[s.name] = s.port;
     auto* a = config_.mutable_services();
-    a->set_generation(absl::StrCat("127.0.0.1:", port["policy-generation"]));
+    a->set_generation(Targets("policy-generation", replicas));
+    a->set_reward(Targets("reward-scoring", replicas));
     a->set_reference(absl::StrCat("127.0.0.1:", port["reference-logprob"]));
-    a->set_reward(absl::StrCat("127.0.0.1:", port["reward-scoring"]));
     a->set_trainer(absl::StrCat("127.0.0.1:", port["ppo-trainer"]));
     a->set_labeling(absl::StrCat("127.0.0.1:", port["labeling"]));
     Connect();
@@ -80,6 +94,28 @@ class LoopTest : public ::testing::Test {
     ASSERT_TRUE(status.ok()) << status.error_message();
     run_id_ = run.run_id();
     EXPECT_EQ(run.run_dir(), run_dir_);
+  }
+  // "127.0.0.1:P" for one replica of `name`, "ipv4:127.0.0.1:P1,127.0.0.1:P2,..." for several.
+  std::string Targets(const std::string& name, int replicas) const {
+    std::vector<std::string> addresses;
+    for (const auto& s : services_) {
+      if (s.name == name || absl::StartsWith(s.name, name + "-")) addresses.push_back(absl::StrCat("127.0.0.1:", s.port));
+    }
+    EXPECT_EQ(static_cast<int>(addresses.size()), replicas) << name;
+    return replicas == 1 ? addresses[0] : absl::StrCat("ipv4:", absl::StrJoin(addresses, ","));
+  }
+  // Sum of the samples of `metric` whose labels contain `label` (e.g. outcome="ok"), from a service's /metrics.
+  double MetricSum(const cli::LocalService& service, const std::string& metric, const std::string& label) {
+    auto text = testing::HttpGet(service.metrics_port, "/metrics");
+    EXPECT_TRUE(text.ok()) << service.name << ": " << text.status();
+    double sum = 0;
+    if (!text.ok()) return sum;
+    for (absl::string_view line : absl::StrSplit(*text, '\n', absl::SkipEmpty())) {
+      if (!absl::StartsWith(line, metric + "{") || !absl::StrContains(line, label)) continue;
+      double value = 0;
+      if (absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &value)) sum += value;
+    }
+    return sum;
   }
   void Connect() {
     runtime::ClientOptions client;
@@ -213,6 +249,29 @@ TEST_F(LoopTest, AKilledOrchestratorResumesAndFinishesWithCompletedStepsIntact) 
   for (int64_t step = 1; step <= checkpointed; ++step) EXPECT_EQ((before[{"ppo", 1, step}]), 1) << step;
   EXPECT_EQ((after[{"sft", 0, 1}]), 1) << "SFT ran once";
   EXPECT_TRUE(util::ReadFile(run_dir_ + "/eval/summary.json").ok());
+}
+
+TEST_F(LoopTest, EveryGenerationAndRewardReplicaGetsEveryWeightUpdateAndServesCalls) {
+  ASSERT_NO_FATAL_FAILURE(Start(ShortConfig(4), "replicas", /*replicas=*/2));
+  v1::Run run = WaitForEnd(absl::Minutes(5));
+  ASSERT_EQ(run.state(), v1::RUN_STATE_SUCCEEDED) << run.error_message();
+  std::map<std::string, const cli::LocalService*> by_name;
+  for (const auto& s : services_) by_name[s.name] = &s;
+  for (const std::string kind : {"policy-generation", "reward-scoring"}) {
+    const cli::LocalService& one = *by_name[kind];
+    const cli::LocalService& two = *by_name[kind + "-2"];
+    const double updates = MetricSum(one, "rlhf_weight_updates_total", "outcome=\"ok\"");
+    // Generation: the SFT checkpoint, then a push per PPO iteration, then SFT again and PPO for the evaluation.
+    EXPECT_GE(updates, kind == "policy-generation" ? 5 : 1) << kind;
+    EXPECT_EQ(MetricSum(two, "rlhf_weight_updates_total", "outcome=\"ok\""), updates)
+        << kind << ": both replicas get every update";
+    const std::string method = kind == "policy-generation" ? "/rlhf.v1.PolicyGenerationService/Generate"
+                                                           : "/rlhf.v1.RewardScoringService/Score";
+    for (const cli::LocalService* replica : {&one, &two}) {
+      EXPECT_GT(MetricSum(*replica, "rlhf_rpc_requests_total", "method=\"" + method + "\""), 0)
+          << replica->name << " served no " << method << ": calls are not spread over the replicas";
+    }
+  }
 }
 
 TEST_F(LoopTest, PeopleAtTheLabelingQueueRankTheComparisonsEvenAcrossALabelingServiceCrash) {
