@@ -180,25 +180,29 @@ smoke() {
     rm -rf "$smoke_state"
   }
   trap cleanup EXIT
-  # The model folder lives on the host, as a volume would: the image's non-root user writes it.
-  mkdir -p "$state/models"
-  chown 10001:10001 "$state/models"
-  run_in() { buildah run --isolation chroot --network host -v "$state/models:/var/lib/rlhf/models" "$ctr" -- "$@"; }
+  # The state folders live on the host, as volumes would (docker-compose.yml mounts the same paths): the image's
+  # non-root user writes them.
+  local volume mounts=()
+  for volume in models runs checkpoints labeling; do
+    mkdir -p "$state/$volume"
+    chown 10001:10001 "$state/$volume"
+    mounts+=(-v "$state/$volume:/var/lib/rlhf/$volume")
+  done
+  run_in() { buildah run --isolation chroot --network host "${mounts[@]}" "$ctr" -- "$@"; }
   run_in rlhf init-run-models --out=/var/lib/rlhf/models > "$state/init.log" 2>&1 \
     || { cat "$state/init.log" >&2; die "rlhf init-run-models failed in the image"; }
   read -r -a ports <<< "$(free_ports 12)"
   local i
   for i in "${!names[@]}"; do
     local args=(--listen_address="127.0.0.1:${ports[$i]}" --metrics_address="127.0.0.1:${ports[$((i + 6))]}")
-    # The model services load a model folder; a service whose binary takes --model gets one.
-    local help
-    help="$(run_in "rlhf-${names[$i]}" --helpfull 2>&1 || true)"
-    if grep -qE '^ +--model \(' <<< "$help"; then
-      case "${names[$i]}" in
-        reward-scoring) args+=(--model=/var/lib/rlhf/models/reward) ;;
-        *) args+=(--model=/var/lib/rlhf/models/policy) ;;
-      esac
-    fi
+    # The flags each service has in docker-compose.yml that point it at its volume.
+    case "${names[$i]}" in
+      orchestrator) args+=(--runs_root=/var/lib/rlhf/runs) ;;
+      policy-generation|reference-logprob) args+=(--model=/var/lib/rlhf/models/policy) ;;
+      reward-scoring) args+=(--model=/var/lib/rlhf/models/reward) ;;
+      ppo-trainer) args+=(--checkpoint_root=/var/lib/rlhf/checkpoints) ;;
+      labeling) args+=(--state_dir=/var/lib/rlhf/labeling) ;;
+    esac
     run_in "rlhf-${names[$i]}" "${args[@]}" > "$state/${names[$i]}.log" 2>&1 &
     pids+=($!)
   done
