@@ -14,6 +14,8 @@
 #   RLHF_CLUSTER_PROMETHEUS_PORT   Prometheus's port (default 9090)
 #   RLHF_CLUSTER_SCRAPE_INTERVAL   Prometheus's scrape and rule-evaluation interval (default 5s)
 #   RLHF_CLUSTER_THREADS           LibTorch threads of each model service (default 1: three share the machine)
+#   RLHF_CLUSTER_TOKEN_FILE        bearer token file: every service requires the token in it (--auth_token_file) and
+#                                  the orchestrator sends it to the others (default: none, no token asked)
 # Services are started with the flags they run with in docker-compose.yml and deploy/k8s.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,6 +26,7 @@ metrics_base="${RLHF_CLUSTER_METRICS_PORT:-9460}"
 prometheus_port="${RLHF_CLUSTER_PROMETHEUS_PORT:-9090}"
 scrape_interval="${RLHF_CLUSTER_SCRAPE_INTERVAL:-5s}"
 threads="${RLHF_CLUSTER_THREADS:-1}"
+token_file="${RLHF_CLUSTER_TOKEN_FILE:-}"
 
 # Service name, gRPC service, binary path under the build folder; the order gives the port offsets (as the defaults
 # 50050..50055 and 9460..9465). The orchestrator comes last: it is started once the others serve.
@@ -119,6 +122,7 @@ up() {
     done
   done
   if port_in_use "$prometheus_port"; then die "port $prometheus_port is in use: set RLHF_CLUSTER_PROMETHEUS_PORT"; fi
+  if [ -n "$token_file" ] && [ ! -s "$token_file" ]; then die "RLHF_CLUSTER_TOKEN_FILE=$token_file is missing or empty"; fi
   mkdir -p "$state"/{pids,logs,models,runs,checkpoints,prometheus/data}
   rm -f "$state"/pids/*.pid
 
@@ -135,6 +139,10 @@ up() {
     local bin flags
     bin="$(binary "$name")"
     read -r -a flags <<< "$(service_flags "$name")"
+    if [ -n "$token_file" ]; then
+      flags+=("--auth_token_file=$token_file")
+      [ "$name" != orchestrator ] || flags+=("--services_auth_token_file=$token_file")
+    fi
     start_process "$name" "$bin" --listen_address="127.0.0.1:$(port "$name")" \
       --metrics_address="127.0.0.1:$(metrics_port "$name")" --drain_delay=0s --shutdown_deadline=10s "${flags[@]}"
   done
@@ -155,7 +163,8 @@ up() {
   table
   echo
   echo "The main job on this cluster (the built-in task):"
-  echo "  $build/tools/cli/rlhf run --orchestrator=127.0.0.1:$(port orchestrator) --config=$state/run.pbtxt"
+  echo "  $build/tools/cli/rlhf run --orchestrator=127.0.0.1:$(port orchestrator) --config=$state/run.pbtxt" \
+    "${token_file:+--token_file=$token_file}"
 }
 
 # A run config of the built-in task against this cluster.

@@ -72,9 +72,10 @@ def load_messages(out_dir):
     return generation_pb2, reference_pb2, reward_pb2
 
 
-def unary(channel, method, response_class):
-    return channel.unary_unary(method, request_serializer=lambda m: m.SerializeToString(),
+def unary(channel, method, response_class, token):
+    call = channel.unary_unary(method, request_serializer=lambda m: m.SerializeToString(),
                                response_deserializer=response_class.FromString)
+    return lambda request, timeout: call(request, timeout=timeout, metadata=[("authorization", f"Bearer {token}")])
 
 
 def children_of(pid):
@@ -112,7 +113,13 @@ class LocalCluster(unittest.TestCase):
         self.state = os.path.join(self.scratch, "cluster")
         base = free_block(13)
         self.grpc_port, self.metrics_port, self.prometheus_port = base, base + 6, base + 12
+        # Every service asks for a bearer token, as in docker-compose and Kubernetes.
+        self.token = "cluster-test-%d" % random.Random().getrandbits(64)
+        token_file = os.path.join(self.scratch, "token")
+        with open(token_file, "w") as f:
+            f.write(self.token + "\n")
         self.env = dict(os.environ, RLHF_CLUSTER_DIR=self.state, RLHF_BUILD_DIR=BUILD_DIR,
+                        RLHF_CLUSTER_TOKEN_FILE=token_file,
                         RLHF_CLUSTER_GRPC_PORT=str(self.grpc_port), RLHF_CLUSTER_METRICS_PORT=str(self.metrics_port),
                         RLHF_CLUSTER_PROMETHEUS_PORT=str(self.prometheus_port), RLHF_CLUSTER_SCRAPE_INTERVAL="1s")
 
@@ -137,9 +144,13 @@ class LocalCluster(unittest.TestCase):
         generation = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port + 1}")
         reference = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port + 2}")
         reward = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port + 3}")
-        generate = unary(generation, "/rlhf.v1.PolicyGenerationService/Generate", generation_pb2.GenerateResponse)
-        log_probs = unary(reference, "/rlhf.v1.ReferenceLogprobService/LogProbs", reference_pb2.LogProbsResponse)
-        score = unary(reward, "/rlhf.v1.RewardScoringService/Score", reward_pb2.ScoreResponse)
+        generate = unary(generation, "/rlhf.v1.PolicyGenerationService/Generate", generation_pb2.GenerateResponse,
+                         self.token)
+        log_probs = unary(reference, "/rlhf.v1.ReferenceLogprobService/LogProbs", reference_pb2.LogProbsResponse,
+                          self.token)
+        score = unary(reward, "/rlhf.v1.RewardScoringService/Score", reward_pb2.ScoreResponse, self.token)
+        wrong_token = unary(generation, "/rlhf.v1.PolicyGenerationService/Generate", generation_pb2.GenerateResponse,
+                            "not-the-token")
 
         def one_round(seed):
             request = generation_pb2.GenerateRequest(num_samples=2)
@@ -174,6 +185,10 @@ class LocalCluster(unittest.TestCase):
         with self.assertRaises(grpc.RpcError) as bad:
             generate(generation_pb2.GenerateRequest(num_samples=1), timeout=10)
         self.assertEqual(bad.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        # A wrong token is refused before any handler runs (and counted as UNAUTHENTICATED).
+        with self.assertRaises(grpc.RpcError) as refused:
+            wrong_token(generation_pb2.GenerateRequest(num_samples=1), timeout=10)
+        self.assertEqual(refused.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
         for channel in (generation, reference, reward):
             channel.close()
 
@@ -231,7 +246,8 @@ class LocalCluster(unittest.TestCase):
         with open(log_path, "w") as log:
             run = subprocess.Popen([os.path.join(BUILD_DIR, "tools", "cli", "rlhf"), "run",
                                     f"--orchestrator=127.0.0.1:{self.grpc_port}", f"--config={config}",
-                                    f"--run_dir={self.state}/runs/short"], stdout=log, stderr=subprocess.STDOUT)
+                                    f"--token_file={self.env['RLHF_CLUSTER_TOKEN_FILE']}",
+                                    "--run_id=short"], stdout=log, stderr=subprocess.STDOUT)
         try:
             failures, total = self.check_queries_during(run)
             code = run.wait(timeout=RUN_DEADLINE_S)
@@ -243,6 +259,8 @@ class LocalCluster(unittest.TestCase):
             output = f.read()
         self.assertEqual(code, 0, f"rlhf run on the cluster failed:\n{output[-3000:]}")
         self.assertIn("PPO vs SFT win-rate", output)
+        self.assertTrue(os.path.exists(os.path.join(self.state, "runs", "short", "report.html")),
+                        "the run (id short) lives in the orchestrator's runs root")
         print(f"\n{total} dashboard and recording-rule queries each returned series during the run",
               file=sys.stderr)
         self.assertEqual(failures, [], "\n".join(failures))

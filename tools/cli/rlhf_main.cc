@@ -34,6 +34,8 @@ ABSL_FLAG(std::string, bin_dir, "",
           "run: build folder holding services/<name>/rlhf-<name>; empty means the build this rlhf binary is in");
 ABSL_FLAG(std::string, run_dir, "runs/local",
           "run: folder of the run (its name is the run id); running again on it resumes an unfinished run");
+ABSL_FLAG(std::string, run_id, "",
+          "run --orchestrator: id of the run to start, or of an unfinished one to resume; empty: a new id");
 ABSL_FLAG(std::string, config, "",
           "run, init-run-models: run config file (protobuf JSON or text); empty: the built-in task");
 ABSL_DECLARE_FLAG(std::string, out);  // tools/cli/model_commands.cc
@@ -42,10 +44,11 @@ ABSL_FLAG(std::string, orchestrator, "",
 ABSL_FLAG(absl::Duration, startup_timeout, absl::Seconds(60), "run: how long services may take to report SERVING");
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "health: host:port of the server to probe");
 ABSL_FLAG(std::string, service, "", "health: service name to ask about; empty asks about the whole server");
-ABSL_FLAG(std::string, tls_ca_file, "", "health, label: PEM CA bundle; set to reach a TLS server");
+ABSL_FLAG(std::string, tls_ca_file, "", "health, label, run --orchestrator: PEM CA bundle; set to reach a TLS server");
 ABSL_FLAG(std::string, labeling, "127.0.0.1:50055", "label: host:port of the labeling service");
 ABSL_FLAG(std::string, labeler_id, "", "label: who is labeling (default: $USER)");
-ABSL_FLAG(std::string, token_file, "", "label: file holding the bearer token the services expect");
+ABSL_FLAG(std::string, token_file, "",
+          "label, run --orchestrator: file whose first line is the bearer token the services expect");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(3), "health: deadline of the probe");
 
 namespace rlhf::cli {
@@ -56,6 +59,8 @@ constexpr char kUsage[] =
     "Usage:\n"
     "  rlhf run [CONFIG] [--run_dir=DIR]   the whole SFT -> reward model -> PPO loop (default: the built-in task),\n"
     "                                      services started on loopback; again on the same DIR resumes the run\n"
+    "  rlhf run CONFIG --orchestrator=HOST:PORT [--run_id=ID --token_file=FILE --tls_ca_file=PEM]\n"
+    "                                      the same on a cluster, whose services CONFIG names\n"
     "  rlhf health --target=HOST:PORT [--service=NAME]\n"
     "                                      exit 0 when the server (or service) reports SERVING, 1 otherwise\n"
     "  rlhf label [--labeling=HOST:PORT] [--labeler_id=NAME]\n"
@@ -112,18 +117,27 @@ int RunHealth() {
   return 1;
 }
 
+// The bearer token in --token_file's first line; empty without the flag.
+absl::StatusOr<std::string> TokenFromFlag() {
+  const std::string path = absl::GetFlag(FLAGS_token_file);
+  if (path.empty()) return std::string();
+  auto text = util::ReadFile(path);
+  if (!text.ok()) return text.status();
+  const std::string token(absl::StripAsciiWhitespace(text->substr(0, text->find('\n'))));
+  if (token.empty()) return absl::InvalidArgumentError(absl::StrCat("--token_file: ", path, " is empty"));
+  return token;
+}
+
 int RunLabel() {
   LabelSessionOptions options;
   options.client.target = absl::GetFlag(FLAGS_labeling);
   options.client.tls_ca_file = absl::GetFlag(FLAGS_tls_ca_file);
-  if (!absl::GetFlag(FLAGS_token_file).empty()) {
-    auto token = util::ReadFile(absl::GetFlag(FLAGS_token_file));
-    if (!token.ok()) {
-      std::fprintf(stderr, "rlhf label: %s\n", std::string(token.status().message()).c_str());
-      return 2;
-    }
-    options.client.bearer_token = std::string(absl::StripAsciiWhitespace(*token));
+  auto token = TokenFromFlag();
+  if (!token.ok()) {
+    std::fprintf(stderr, "rlhf label: %s\n", std::string(token.status().message()).c_str());
+    return 2;
   }
+  options.client.bearer_token = *token;
   options.labeler_id = absl::GetFlag(FLAGS_labeler_id);
   if (options.labeler_id.empty() && std::getenv("USER") != nullptr) options.labeler_id = std::getenv("USER");
   auto submitted = RunLabelSession(options, std::cin, std::cout);
@@ -151,6 +165,14 @@ int RunMainJob(const std::vector<char*>& args) {
   options.run_dir = absl::GetFlag(FLAGS_run_dir);
   options.config_path = args.size() > 2 ? args[2] : absl::GetFlag(FLAGS_config);
   options.orchestrator = absl::GetFlag(FLAGS_orchestrator);
+  options.run_id = absl::GetFlag(FLAGS_run_id);
+  options.tls_ca_file = absl::GetFlag(FLAGS_tls_ca_file);
+  auto token = TokenFromFlag();
+  if (!token.ok()) {
+    std::fprintf(stderr, "rlhf run: %s\n", std::string(token.status().message()).c_str());
+    return 2;
+  }
+  options.bearer_token = *token;
   options.startup_timeout_seconds = absl::ToDoubleSeconds(absl::GetFlag(FLAGS_startup_timeout));
   return RunCommand(options);
 }

@@ -211,12 +211,17 @@ int RunCommand(const RunCommandOptions& options) {
 
   runtime::ClientOptions client;
   client.target = orchestrator_address;
+  if (!embedded) {
+    client.bearer_token = options.bearer_token;
+    client.tls_ca_file = options.tls_ca_file;
+  }
   auto channel = runtime::MakeChannel(client);
   if (!channel.ok()) return stop(), Fail(channel.status());
   auto stub = v1::OrchestratorService::NewStub(*channel);
   v1::StartRunRequest request;
   *request.mutable_config() = config;
-  request.set_run_id(run_id);
+  // Locally the run is the directory; on a cluster it is the id asked for, or a new one.
+  request.set_run_id(embedded ? run_id : options.run_id);
   v1::Run run;
   {
     auto context = runtime::ContextWithTimeout(absl::Seconds(60));
@@ -249,8 +254,11 @@ int RunCommand(const RunCommandOptions& options) {
   }
   const absl::Status stopped = stop();
   if (run.state() != v1::RUN_STATE_SUCCEEDED) {
-    std::fprintf(stderr, "\nrlhf run: the run ended %s: %s\n(run `rlhf run --run_dir=%s` again to resume it)\n",
-                 v1::RunState_Name(run.state()).c_str(), run.error_message().c_str(), options.run_dir.c_str());
+    const std::string again =
+        embedded ? absl::StrCat("--run_dir=", options.run_dir)
+                 : absl::StrCat("--orchestrator=", options.orchestrator, " --run_id=", run.run_id());
+    std::fprintf(stderr, "\nrlhf run: the run ended %s: %s\n(run `rlhf run %s` again to resume it)\n",
+                 v1::RunState_Name(run.state()).c_str(), run.error_message().c_str(), again.c_str());
     return 1;
   }
   std::printf("\nResults on %d held-out prompts (one sampled response per policy and prompt):\n\n",

@@ -16,6 +16,9 @@ struct RunCommandOptions {
   std::string run_dir = "runs/local";
   std::string bin_dir;      // where the service binaries are
   std::string orchestrator; // address of a running orchestrator; empty: start the suite locally
+  std::string run_id;       // with `orchestrator`: the run to start or resume; empty: a new run with a new id
+  std::string bearer_token; // sent to that orchestrator (its --auth_token_file's token)
+  std::string tls_ca_file;  // PEM CA that signed its certificate: set to reach it over TLS
   double startup_timeout_seconds = 60;
 };
 
