@@ -214,6 +214,25 @@ class KustomizeOverlays(unittest.TestCase):
                 self.assertEqual(labeling["spec"]["replicas"], 1)
                 self.assertEqual(labeling["spec"]["strategy"]["type"], "Recreate", "two pods must not share a journal")
 
+    def test_kubernetes_run_config_names_services_of_the_overlays(self):
+        addresses = run_config_addresses("kubernetes.pbtxt")
+        self.assertEqual(set(addresses), {"generation", "reference", "reward", "trainer", "labeling"})
+        for overlay in OVERLAYS:
+            services = {(o["metadata"]["name"], o["metadata"].get("namespace")): o
+                        for o in self.objects(overlay, "Service")}
+            for field, address in addresses.items():
+                with self.subTest(overlay=overlay, field=field):
+                    match = re.fullmatch(r"(dns:///)?([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.cluster\.local:(\d+)", address)
+                    self.assertIsNotNone(match, address)
+                    dns, name, namespace, port = match.groups()
+                    service = services.get((name, namespace))
+                    self.assertIsNotNone(service, f"no Service {name} in namespace {namespace}")
+                    self.assertIn(int(port), [p["port"] for p in service["spec"]["ports"]])
+                    # A replicated service is reached through its headless Service, so gRPC sees every pod.
+                    if field in ("generation", "reward"):
+                        self.assertEqual(dns, "dns:///")
+                        self.assertEqual(service["spec"].get("clusterIP"), "None")
+
     def test_gpu_overlay_asks_for_gpus_and_runs_on_cuda(self):
         config = self.objects("gpu", "ConfigMap")[0]["data"]
         for workload in self.objects("gpu", "Deployment") + self.objects("gpu", "StatefulSet"):
@@ -223,6 +242,15 @@ class KustomizeOverlays(unittest.TestCase):
                 on_gpu = service in ("policy-generation", "reference-logprob", "reward-scoring", "ppo-trainer")
                 self.assertEqual("nvidia.com/gpu" in container["resources"]["limits"], on_gpu)
                 self.assertEqual("--device=cuda" in config[f"{service}.flags"].split(), on_gpu)
+
+
+def run_config_addresses(name):
+    """The `services { field: "address" }` of deploy/configs/<name>."""
+    with open(os.path.join(SOURCE_DIR, "deploy", "configs", name)) as f:
+        text = f.read()
+    block = re.search(r"services\s*\{([^}]*)\}", text)
+    assert block, f"{name} has no services block"
+    return dict(re.findall(r'(\w+):\s*"([^"]+)"', block.group(1)))
 
 
 class Compose(unittest.TestCase):
@@ -259,6 +287,11 @@ class Compose(unittest.TestCase):
         self.assertIn("prometheus", services)
         self.assertIn("grafana", services)
         self.assertLessEqual({"models", "runs", "checkpoints", "labeling"}, set(rendered["volumes"]))
+        # deploy/configs/compose.pbtxt names the services by their compose names and gRPC ports.
+        fields = {"generation": "policy-generation", "reference": "reference-logprob", "reward": "reward-scoring",
+                  "trainer": "ppo-trainer", "labeling": "labeling"}
+        self.assertEqual(run_config_addresses("compose.pbtxt"),
+                         {field: f"{name}:{SERVICES[name][1]}" for field, name in fields.items()})
         labeling = services["labeling"]
         state_dir = flag(labeling["command"], "state_dir")
         self.assertIsNotNone(state_dir, "the labeling queue's journal must outlive the container")

@@ -1,8 +1,10 @@
 #include "services/orchestrator/run_config.h"
 
+#include <cstdlib>
 #include <fstream>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/test_util.h"
@@ -92,6 +94,24 @@ TEST(RunConfig, ReadsTextAndJsonAndReportsWhereAFileIsWrong) {
   std::ofstream(dir + "/bad.json") << R"({"rounds": "many"})";
   EXPECT_THAT(std::string(ReadRunConfig(dir + "/bad.json").status().message()), HasSubstr("bad.json"));
   EXPECT_EQ(ReadRunConfig(dir + "/missing.json").status().code(), absl::StatusCode::kNotFound);
+}
+
+// The run configs deploy/README.md tells operators to use on docker-compose and Kubernetes.
+TEST(RunConfig, TheDeploymentRunConfigsAreValidAndNameEveryService) {
+  const char* source = std::getenv("RLHF_SOURCE_DIR");
+  ASSERT_NE(source, nullptr);
+  for (const char* name : {"compose.pbtxt", "kubernetes.pbtxt"}) {
+    const std::string path = absl::StrCat(source, "/deploy/configs/", name);
+    auto config = ReadRunConfig(path);
+    ASSERT_TRUE(config.ok()) << config.status();
+    const v1::RunConfig full = WithDefaults(*config);
+    EXPECT_TRUE(ValidateRunConfig(full).ok()) << path << ": " << ValidateRunConfig(full);
+    const v1::ServiceAddresses& s = full.services();
+    for (const std::string& address : {s.generation(), s.reference(), s.reward(), s.trainer(), s.labeling()}) {
+      EXPECT_FALSE(address.empty()) << path << ": the cluster's services are not started by the run";
+    }
+    EXPECT_TRUE(full.model().has_config()) << path << ": the run's model must be the one init-run-models writes";
+  }
 }
 
 }  // namespace
