@@ -1,11 +1,10 @@
 #include "services/orchestrator/run_driver.h"
 
-
 #include <algorithm>
-#include <functional>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <sstream>
 
