@@ -105,14 +105,14 @@ bool BearerTokenMatches(const std::string& metadata_value, const std::string& to
   return diff == 0;
 }
 
-absl::StatusOr<std::string> ReadBearerTokenFile(const std::string& path) {
+absl::StatusOr<std::string> ReadBearerTokenFile(const std::string& flag, const std::string& path) {
   auto contents = util::ReadFile(path);
   if (!contents.ok()) {
-    return absl::Status(contents.status().code(), absl::StrCat("--auth_token_file: ", contents.status().message()));
+    return absl::Status(contents.status().code(), absl::StrCat(flag, ": ", contents.status().message()));
   }
   std::string token(absl::StripAsciiWhitespace(contents->substr(0, contents->find('\n'))));
   if (token.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("--auth_token_file: ", path, " holds no token on its first line"));
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": ", path, " holds no token on its first line"));
   }
   return token;
 }

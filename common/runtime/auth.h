@@ -25,8 +25,9 @@ struct SecurityOptions {
   std::vector<std::string> open_methods = {"/grpc.health.v1.Health/"};
 };
 
-// Reads a bearer token from a file: the first line, trimmed of whitespace. InvalidArgument when it is empty.
-absl::StatusOr<std::string> ReadBearerTokenFile(const std::string& path);
+// Reads a bearer token from a file: the first line, trimmed of whitespace. InvalidArgument when it is empty. Errors
+// name `flag`, the flag that gave the path (e.g. "--auth_token_file").
+absl::StatusOr<std::string> ReadBearerTokenFile(const std::string& flag, const std::string& path);
 
 // Server credentials for `options`: plaintext or (m)TLS, with the bearer-token check installed in gRPC's
 // authentication layer, so calls without the token are refused with UNAUTHENTICATED before any handler runs.

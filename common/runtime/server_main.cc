@@ -62,7 +62,7 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags(const ServiceBinary& binary
   options.security.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
   const std::string token_file = absl::GetFlag(FLAGS_auth_token_file);
   if (!token_file.empty()) {
-    auto token = ReadBearerTokenFile(token_file);
+    auto token = ReadBearerTokenFile("--auth_token_file", token_file);
     if (!token.ok()) return token.status();
     options.security.bearer_token = *std::move(token);
   }

@@ -3,9 +3,8 @@
 #include <memory>
 
 #include "absl/flags/flag.h"
-#include "absl/strings/ascii.h"
+#include "common/runtime/auth.h"
 #include "common/runtime/server_main.h"
-#include "common/util/file_util.h"
 #include "services/orchestrator/orchestrator_service_impl.h"
 #include "services/orchestrator/run_manager.h"
 
@@ -38,9 +37,9 @@ int main(int argc, char** argv) {
     options.client.tls_ca_file = absl::GetFlag(FLAGS_services_tls_ca_file);
     options.client.load_balancing_policy = absl::GetFlag(FLAGS_services_lb_policy);
     if (const std::string token_file = absl::GetFlag(FLAGS_services_auth_token_file); !token_file.empty()) {
-      auto token = rlhf::util::ReadFile(token_file);
+      auto token = rlhf::runtime::ReadBearerTokenFile("--services_auth_token_file", token_file);
       if (!token.ok()) return token.status();
-      options.client.bearer_token = std::string(absl::StripAsciiWhitespace(*token));
+      options.client.bearer_token = *std::move(token);
     }
     if (options.checkpoint_every < 1) return absl::InvalidArgumentError("--checkpoint_every must be >= 1");
     if (options.client.load_balancing_policy != "round_robin" &&

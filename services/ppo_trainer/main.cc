@@ -3,10 +3,9 @@
 #include <memory>
 
 #include "absl/flags/flag.h"
-#include "common/runtime/server_main.h"
-#include "absl/strings/ascii.h"
 #include "common/model/threads.h"
-#include "common/util/file_util.h"
+#include "common/runtime/auth.h"
+#include "common/runtime/server_main.h"
 #include "services/ppo_trainer/ppo_trainer_service_impl.h"
 
 ABSL_FLAG(std::string, model, "",
@@ -53,9 +52,9 @@ int main(int argc, char** argv) {
     defaults.ppo_policy_learning_rate = absl::GetFlag(FLAGS_ppo_policy_learning_rate);
     defaults.ppo_value_learning_rate = absl::GetFlag(FLAGS_ppo_value_learning_rate);
     if (const std::string token_file = absl::GetFlag(FLAGS_reward_auth_token_file); !token_file.empty()) {
-      auto token = rlhf::util::ReadFile(token_file);
+      auto token = rlhf::runtime::ReadBearerTokenFile("--reward_auth_token_file", token_file);
       if (!token.ok()) return token.status();
-      defaults.reward_client.bearer_token = std::string(absl::StripAsciiWhitespace(*token));
+      defaults.reward_client.bearer_token = *std::move(token);
     }
     auto impl = std::make_unique<rlhf::trainer::PpoTrainerServiceImpl>(engine.get(), metrics.get(), defaults);
     service = impl.get();

@@ -11,7 +11,6 @@
 #include "absl/algorithm/container.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -21,7 +20,6 @@
 #include "common/runtime/server.h"
 #include "common/runtime/server_main.h"
 #include "common/runtime/status_util.h"
-#include "common/util/file_util.h"
 #include "common/util/status_macros.h"
 #include "rlhf/v1/generation.grpc.pb.h"
 #include "rlhf/v1/reference.grpc.pb.h"
@@ -121,11 +119,7 @@ int RunHealth() {
 absl::StatusOr<std::string> TokenFromFlag() {
   const std::string path = absl::GetFlag(FLAGS_token_file);
   if (path.empty()) return std::string();
-  auto text = util::ReadFile(path);
-  if (!text.ok()) return text.status();
-  const std::string token(absl::StripAsciiWhitespace(text->substr(0, text->find('\n'))));
-  if (token.empty()) return absl::InvalidArgumentError(absl::StrCat("--token_file: ", path, " is empty"));
-  return token;
+  return runtime::ReadBearerTokenFile("--token_file", path);
 }
 
 int RunLabel() {

@@ -1,10 +1,14 @@
-// runtime::ReplicaTargets: the per-server targets a weights update must reach behind one address.
+// The client side's helpers: ReplicaTargets (the per-server targets a weights update must reach behind one address)
+// and ReadBearerTokenFile (the token a caller sends, or a server asks for).
 #include <string>
 #include <vector>
 
+#include "common/runtime/auth.h"
 #include "common/runtime/client.h"
+#include "common/util/file_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/test_util.h"
 
 namespace rlhf::runtime {
 namespace {
@@ -23,6 +27,19 @@ TEST(ReplicaTargetsTest, OneTargetPerServerBehindTheAddress) {
   EXPECT_THAT(ReplicaTargets("dns:///127.0.0.1:9"), ElementsAre("ipv4:127.0.0.1:9"));
   // A name that does not resolve is left for the call to report.
   EXPECT_THAT(ReplicaTargets("dns:///no-such-host.invalid:1"), ElementsAre("dns:///no-such-host.invalid:1"));
+}
+
+TEST(ReadBearerTokenFileTest, TakesTheFirstLineTrimmedAndNamesTheFlagOnErrors) {
+  const std::string dir = testing::MakeTempDir("token");
+  ASSERT_TRUE(util::WriteFileAtomically(dir + "/token", "  s3cret \nsecond line\n").ok());
+  EXPECT_EQ(*ReadBearerTokenFile("--token_file", dir + "/token"), "s3cret");
+  ASSERT_TRUE(util::WriteFileAtomically(dir + "/empty", "\n").ok());
+  auto empty = ReadBearerTokenFile("--services_auth_token_file", dir + "/empty");
+  EXPECT_EQ(empty.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(empty.status().message()), ::testing::HasSubstr("--services_auth_token_file: "));
+  auto missing = ReadBearerTokenFile("--reward_auth_token_file", dir + "/missing");
+  EXPECT_FALSE(missing.ok());
+  EXPECT_THAT(std::string(missing.status().message()), ::testing::HasSubstr("--reward_auth_token_file: "));
 }
 
 }  // namespace
