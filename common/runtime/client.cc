@@ -110,6 +110,16 @@ absl::StatusOr<HealthState> CheckHealth(grpc::Channel& channel, const std::strin
                                                                              : HealthState::kNotServing;
 }
 
+std::string DescribeHealth(const absl::StatusOr<HealthState>& health) {
+  if (!health.ok()) return absl::StrCat("unreachable (", health.status().ToString(), ")");
+  switch (*health) {
+    case HealthState::kServing: return "SERVING";
+    case HealthState::kNotServing: return "NOT_SERVING";
+    case HealthState::kUnknownService: return "unknown service";
+  }
+  return "unknown state";
+}
+
 std::vector<std::string> ReplicaTargets(const std::string& target) {
   for (const char* scheme : {"ipv4:", "ipv6:"}) {
     if (!absl::StartsWith(target, scheme)) continue;

@@ -39,6 +39,10 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ClientOptions& 
 enum class HealthState { kServing, kNotServing, kUnknownService };
 absl::StatusOr<HealthState> CheckHealth(grpc::Channel& channel, const std::string& service, absl::Duration timeout);
 
+// What a health probe prints for a CheckHealth result: "SERVING", "NOT_SERVING", "unknown service" or
+// "unreachable (<status>)".
+std::string DescribeHealth(const absl::StatusOr<HealthState>& health);
+
 // The targets of each server behind `target`, for calls that must reach every replica (a weights update): a
 // dns:///host:port target becomes one ipv4:/ipv6: target per address the name resolves to now, an ipv4:/ipv6: list
 // one target per address; any other target stays as it is. A name that does not resolve stays as it is too (the

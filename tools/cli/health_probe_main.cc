@@ -53,26 +53,8 @@ int Probe(const std::string& target) {
   }
   auto health = rlhf::runtime::CheckHealth(**channel, service, timeout);
   const std::string what = service.empty() ? target : absl::StrCat(target, " ", service);
-  std::string verdict;
-  int code = 1;
-  if (!health.ok()) {
-    verdict = absl::StrCat("unreachable (", health.status().ToString(), ")");
-  } else {
-    switch (*health) {
-      case rlhf::runtime::HealthState::kServing:
-        verdict = "SERVING";
-        code = 0;
-        break;
-      case rlhf::runtime::HealthState::kNotServing:
-        verdict = "NOT_SERVING";
-        break;
-      case rlhf::runtime::HealthState::kUnknownService:
-        verdict = "unknown service";
-        break;
-    }
-  }
-  if (!quiet) std::printf("%s: %s\n", what.c_str(), verdict.c_str());
-  return code;
+  if (!quiet) std::printf("%s: %s\n", what.c_str(), rlhf::runtime::DescribeHealth(health).c_str());
+  return health.ok() && *health == rlhf::runtime::HealthState::kServing ? 0 : 1;
 }
 
 }  // namespace

@@ -97,22 +97,8 @@ int RunHealth() {
   const std::string service = absl::GetFlag(FLAGS_service);
   auto health = runtime::CheckHealth(**channel, service, absl::GetFlag(FLAGS_timeout));
   const std::string what = service.empty() ? client.target : absl::StrCat(client.target, " ", service);
-  if (!health.ok()) {
-    std::printf("%s: unreachable (%s)\n", what.c_str(), health.status().ToString().c_str());
-    return 1;
-  }
-  switch (*health) {
-    case runtime::HealthState::kServing:
-      std::printf("%s: SERVING\n", what.c_str());
-      return 0;
-    case runtime::HealthState::kNotServing:
-      std::printf("%s: NOT_SERVING\n", what.c_str());
-      return 1;
-    case runtime::HealthState::kUnknownService:
-      std::printf("%s: unknown service\n", what.c_str());
-      return 1;
-  }
-  return 1;
+  std::printf("%s: %s\n", what.c_str(), runtime::DescribeHealth(health).c_str());
+  return health.ok() && *health == runtime::HealthState::kServing ? 0 : 1;
 }
 
 // The bearer token in --token_file's first line; empty without the flag.
