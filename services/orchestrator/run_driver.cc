@@ -385,24 +385,29 @@ class Driver {
 
   // Runs `call` once for each server behind `target` (every replica behind a dns:/// name, as resolved now): a
   // weights update must reach all of them, while the other calls are spread by the channel's load balancing.
-  absl::Status ForEachReplica(const std::string& target,
-                              const std::function<absl::Status(const std::shared_ptr<grpc::Channel>&,
-                                                               const std::string& replica)>& call) {
+  // `call` returns the model version the replica reports; the result is the lowest of them.
+  using ReplicaCall =
+      std::function<absl::StatusOr<int64_t>(const std::shared_ptr<grpc::Channel>&, const std::string& replica)>;
+  absl::StatusOr<int64_t> ForEachReplica(const std::string& target, const ReplicaCall& call) {
+    int64_t lowest = 0;
+    bool first = true;
     for (const std::string& replica : runtime::ReplicaTargets(target)) {
       runtime::ClientOptions o = ctx_.client;
       o.target = replica;
       o.load_balancing_policy.clear();
       ASSIGN_OR_RETURN(auto channel, runtime::MakeChannel(o));
-      RETURN_IF_ERROR(call(channel, replica));
+      ASSIGN_OR_RETURN(const int64_t version, call(channel, replica));
+      lowest = first ? version : std::min(lowest, version);
+      first = false;
     }
-    return absl::OkStatus();
+    return lowest;
   }
 
   // Points every generation replica at a checkpoint directory.
   absl::Status SyncPolicyFromCheckpoint(const std::string& dir) {
     resync_policy_ = [this, dir] { return SyncPolicyFromCheckpoint(dir); };
-    int64_t lowest = 0;
-    RETURN_IF_ERROR(ForEachReplica(cfg_.services().generation(), [&](const auto& channel, const std::string& replica) {
+    auto lowest = ForEachReplica(cfg_.services().generation(), [&](const auto& channel, const std::string& replica)
+                                     -> absl::StatusOr<int64_t> {
       v1::UpdateWeightsFromCheckpointRequest request;
       request.set_path(dir);
       v1::UpdateWeightsResponse response;
@@ -410,15 +415,16 @@ class Driver {
       grpc::Status status =
           v1::PolicyGenerationService::NewStub(channel)->UpdateWeightsFromCheckpoint(context.get(), request, &response);
       if (!status.ok()) return RpcError("generation", replica, "UpdateWeightsFromCheckpoint", status);
-      lowest = lowest == 0 ? response.model_id().version() : std::min(lowest, response.model_id().version());
-      return absl::OkStatus();
-    }));
-    policy_version_ = lowest;
+      return response.model_id().version();
+    });
+    if (!lowest.ok()) return lowest.status();
+    policy_version_ = *lowest;
     return absl::OkStatus();
   }
 
   absl::Status SyncReference() {
-    return ForEachReplica(cfg_.services().reference(), [&](const auto& channel, const std::string& replica) {
+    return ForEachReplica(cfg_.services().reference(), [&](const auto& channel, const std::string& replica)
+                              -> absl::StatusOr<int64_t> {
       v1::UpdateWeightsFromCheckpointRequest request;
       request.set_path(progress_.sft_checkpoint);
       v1::UpdateWeightsResponse response;
@@ -426,15 +432,15 @@ class Driver {
       grpc::Status status =
           v1::ReferenceLogprobService::NewStub(channel)->UpdateWeightsFromCheckpoint(context.get(), request, &response);
       if (!status.ok()) return RpcError("reference", replica, "UpdateWeightsFromCheckpoint", status);
-      return absl::OkStatus();
-    });
+      return response.model_id().version();
+    }).status();
   }
 
   // Every reward replica reloads `checkpoint`; Score then asks for at least the lowest version they report, so a
   // replica that missed the reload (it joined later) refuses and is brought up to date (see Scores).
   absl::Status SyncReward(const std::string& checkpoint) {
-    int64_t lowest = 0;
-    RETURN_IF_ERROR(ForEachReplica(cfg_.services().reward(), [&](const auto& channel, const std::string& replica) {
+    auto lowest = ForEachReplica(cfg_.services().reward(), [&](const auto& channel, const std::string& replica)
+                                     -> absl::StatusOr<int64_t> {
       v1::ReloadModelRequest request;
       request.set_checkpoint_path(checkpoint);
       v1::ReloadModelResponse response;
@@ -445,11 +451,11 @@ class Driver {
         return absl::FailedPreconditionError(
             absl::StrCat("reward service ", replica, " refused ", checkpoint, ": ", response.message()));
       }
-      lowest = lowest == 0 ? response.model_id().version() : std::min(lowest, response.model_id().version());
-      return absl::OkStatus();
-    }));
+      return response.model_id().version();
+    });
+    if (!lowest.ok()) return lowest.status();
     reward_checkpoint_ = checkpoint;
-    reward_version_ = lowest;
+    reward_version_ = *lowest;
     return absl::OkStatus();
   }
 
@@ -464,8 +470,8 @@ class Driver {
     for (v1::WeightsChunk chunk; reader->Read(&chunk);) chunks.push_back(std::move(chunk));
     grpc::Status read_status = reader->Finish();
     if (!read_status.ok()) return RpcError("trainer", cfg_.services().trainer(), "ExportWeights", read_status);
-    int64_t lowest = 0;
-    RETURN_IF_ERROR(ForEachReplica(cfg_.services().generation(), [&](const auto& channel, const std::string& replica) {
+    auto lowest = ForEachReplica(cfg_.services().generation(), [&](const auto& channel, const std::string& replica)
+                                     -> absl::StatusOr<int64_t> {
       v1::UpdateWeightsResponse response;
       auto update_context = Call();
       auto writer = v1::PolicyGenerationService::NewStub(channel)->UpdateWeights(update_context.get(), &response);
@@ -475,10 +481,10 @@ class Driver {
       writer->WritesDone();
       grpc::Status status = writer->Finish();
       if (!status.ok()) return RpcError("generation", replica, "UpdateWeights", status);
-      lowest = lowest == 0 ? response.model_id().version() : std::min(lowest, response.model_id().version());
-      return absl::OkStatus();
-    }));
-    policy_version_ = lowest;
+      return response.model_id().version();
+    });
+    if (!lowest.ok()) return lowest.status();
+    policy_version_ = *lowest;
     return absl::OkStatus();
   }
 
