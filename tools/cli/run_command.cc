@@ -216,7 +216,10 @@ int RunCommand(const RunCommandOptions& options) {
     client.tls_ca_file = options.tls_ca_file;
   }
   auto channel = runtime::MakeChannel(client);
-  if (!channel.ok()) return stop(), Fail(channel.status());
+  if (!channel.ok()) {
+    stop().IgnoreError();
+    return Fail(channel.status());
+  }
   auto stub = v1::OrchestratorService::NewStub(*channel);
   v1::StartRunRequest request;
   *request.mutable_config() = config;
