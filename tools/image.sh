@@ -28,18 +28,7 @@ niceness="${NICE:-19}"
 log() { echo "image: $*"; }
 die() { echo "image: $*" >&2; exit 1; }
 
-install_tools() {
-  local missing=() p
-  while read -r p; do
-    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
-  done < <(grep -v '^\s*#' "$repo/tools/packages/image.txt" | grep -v '^\s*$')
-  [ "${#missing[@]}" -eq 0 ] && return
-  log "installing ${missing[*]}"
-  local sudo_cmd=()
-  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
-  "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
+install_tools() { "$repo/tools/setup.sh" --packages-only --list=image.txt; }
 
 # debian:bookworm-slim made here: a minbase debootstrap, trimmed the way Debian's slim images are (no manuals, docs or
 # translations; dpkg told to keep it so), with the bookworm, -updates and -security suites.

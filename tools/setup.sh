@@ -4,6 +4,7 @@
 #   tools/setup.sh            install packages (apt) and fetch data/gpt2/{encoder.json,vocab.bpe}
 #   tools/setup.sh --build-only     only tools/packages/build.txt, not the test tools of test.txt (deploy/Dockerfile)
 #   tools/setup.sh --packages-only  install packages (npm aside), leave the vocabulary alone
+#   tools/setup.sh --list=NAME.txt  install tools/packages/NAME.txt instead (repeatable; e.g. image.txt, tools/image.sh)
 # Environment: RLHF_DATA_DIR (default: <repo>/data) is where the vocabulary goes.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,7 +15,12 @@ for arg in "$@"; do
   case "$arg" in
     --build-only) lists=(build.txt) ;;
     --packages-only) fetch_vocab=0 ;;
-    *) echo "setup: unknown argument '$arg' (--build-only, --packages-only)" >&2; exit 2 ;;
+    --list=*)
+      [ -n "${chosen_lists:-}" ] || lists=()
+      chosen_lists=1
+      lists+=("${arg#--list=}")
+      [ -f "$repo/tools/packages/${arg#--list=}" ] || { echo "setup: no tools/packages/${arg#--list=}" >&2; exit 2; } ;;
+    *) echo "setup: unknown argument '$arg' (--build-only, --packages-only, --list=NAME.txt)" >&2; exit 2 ;;
   esac
 done
 
