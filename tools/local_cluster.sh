@@ -65,10 +65,10 @@ service_flags() {
   local name="$1"
   case "$name" in
     policy-generation|reference-logprob)
-      echo "--model=$state/models/policy" "--intra_op_threads=$threads" ;;
+      echo "--model=$state/models/policy" "--path_roots=$state/runs" "--intra_op_threads=$threads" ;;
     reward-scoring)
       echo "--model=$state/models/reward" "--watch=$state/models/reward-checkpoints" --allow_reload \
-        "--intra_op_threads=$threads" ;;
+        "--path_roots=$state/runs" "--intra_op_threads=$threads" ;;
     ppo-trainer)
       echo "--checkpoint_root=$state/checkpoints" "--intra_op_threads=$threads" ;;
     labeling)

@@ -23,14 +23,17 @@ grpc::ServerUnaryReactor* UpdateFromCheckpoint(grpc::CallbackServerContext* cont
                                                const v1::UpdateWeightsFromCheckpointRequest* request,
                                                v1::UpdateWeightsResponse* response, ModelStore& store,
                                                EngineMetrics& metrics, runtime::WorkerThread& loader) {
-  if (request->path().empty()) {
-    return runtime::FinishUnary(context, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "path is empty"));
+  // Only folders under --path_roots, symlinks resolved: a caller cannot make the server read elsewhere.
+  absl::StatusOr<std::string> path = store.path_roots().Resolve(request->path(), "path");
+  if (!path.ok()) {
+    metrics.weight_updates_refused.Increment();
+    return runtime::FinishUnary(context, runtime::ToGrpcStatus(path.status()));
   }
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  loader.Post([reactor, request, response, &store, &metrics] {
+  loader.Post([reactor, request, response, path = *std::move(path), &store, &metrics] {
     std::optional<int64_t> target;
     if (request->has_target_version()) target = request->target_version();
-    auto swap = store.SwapFromDirectory(request->path(), target);
+    auto swap = store.SwapFromDirectory(path, target);
     if (!swap.ok()) {
       metrics.weight_updates_refused.Increment();
       reactor->Finish(runtime::ToGrpcStatus(swap.status()));

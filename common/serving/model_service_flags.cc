@@ -5,7 +5,11 @@
 #include "common/model/threads.h"
 
 ABSL_FLAG(std::string, model, "",
-          "Model folder in Hugging Face GPT-2 form (config.json, model.safetensors, tokenizer)");
+          "Model folder in Hugging Face form (config.json, model.safetensors or shards, tokenizer files) of any "
+          "supported family: gpt2, llama, qwen2, qwen3, mistral");
+ABSL_FLAG(std::string, path_roots, "",
+          "Comma-separated folders whose checkpoints requests may load (UpdateWeightsFromCheckpoint, ReloadModel); "
+          "a path outside them, symlinks resolved, is refused with PERMISSION_DENIED. Empty: none");
 ABSL_FLAG(std::string, model_name, "", "Name reported in responses; empty means the model folder's name");
 ABSL_FLAG(std::string, device, "cpu", "LibTorch device: cpu, cuda, cuda:1 ...");
 ABSL_FLAG(int, intra_op_threads, 0, "LibTorch intra-op threads; 0 keeps LibTorch's default (one per core)");
@@ -22,6 +26,9 @@ absl::StatusOr<ModelServiceOptions> ModelServiceOptionsFromFlags(size_t default_
   if (options.model.model_dir.empty()) return absl::InvalidArgumentError("--model is required");
   options.model.model_name = absl::GetFlag(FLAGS_model_name);
   options.model.device = absl::GetFlag(FLAGS_device);
+  absl::StatusOr<util::PathRoots> roots = util::PathRoots::FromList(absl::GetFlag(FLAGS_path_roots), "--path_roots");
+  if (!roots.ok()) return roots.status();
+  options.model.path_roots = *std::move(roots);
   const int threads = absl::GetFlag(FLAGS_intra_op_threads);
   if (threads < 0) return absl::InvalidArgumentError(absl::StrCat("--intra_op_threads=", threads, " is negative"));
   if (threads > 0) {

@@ -12,17 +12,19 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "common/model/gpt2_config.h"
+#include "common/model/model_config.h"
 #include "common/tokenizer/tokenizer.h"
+#include "common/util/path_roots.h"
 
 namespace rlhf::model {
-class Gpt2Model;
+class CausalLm;
 }
 
 namespace rlhf::serving {
 
 struct ModelStoreOptions {
-  // Folder in Hugging Face GPT-2 form: config.json, model.safetensors, and optionally the tokenizer's files.
+  // Hugging Face checkpoint folder of any supported family: config.json, the weights (one file or shards), and
+  // optionally the tokenizer's files.
   std::string model_dir;
   // Name reported with every result; empty means the folder's last component.
   std::string model_name;
@@ -30,14 +32,17 @@ struct ModelStoreOptions {
   std::string device = "cpu";
   // The checkpoint must have a reward head (score.weight): reward models are refused without one.
   bool require_reward_head = false;
-  // Decode steps with at most this many rows use `mv` on [out, in] weight copies (Gpt2Options::mv_max_batch).
+  // Decode steps with at most this many rows use `mv` on [out, in] weight copies (ModelOptions::mv_max_batch).
   int64_t mv_max_batch = 1;
+  // Folders whose checkpoints requests may name (the model services' --path_roots): UpdateWeightsFromCheckpoint
+  // and ReloadModel resolve their path against them (PERMISSION_DENIED outside). Empty: none.
+  util::PathRoots path_roots;
 };
 
 // One immutable version of the served weights. Readers hold a shared_ptr, so a swap never frees weights that a
 // batch in flight still uses.
 struct ServedModel {
-  std::shared_ptr<const model::Gpt2Model> model;
+  std::shared_ptr<const model::CausalLm> model;
   std::string name;
   int64_t version = 1;
   absl::Time loaded_at;
@@ -56,8 +61,9 @@ class ModelStore {
   std::shared_ptr<const ServedModel> Current() const;
   // Null when the model folder has no tokenizer files.
   const tokenizer::Tokenizer* tokenizer() const { return tokenizer_.get(); }
-  const model::Gpt2Config& config() const { return config_; }
+  const model::ModelConfig& config() const { return config_; }
   const std::string& device() const { return options_.device; }
+  const util::PathRoots& path_roots() const { return options_.path_roots; }
 
   struct SwapResult {
     std::shared_ptr<const ServedModel> previous;
@@ -66,10 +72,11 @@ class ModelStore {
     int64_t total_bytes = 0;
   };
 
-  // Loads weights from a checkpoint folder (config.json + model.safetensors) into a new model, and makes it current
-  // with version `target_version` (must exceed the current version, else ABORTED) or current + 1. The config must
-  // match the served architecture (FAILED_PRECONDITION naming the field otherwise); a bad or incomplete checkpoint
-  // is refused and the current model keeps serving.
+  // Loads weights from a checkpoint folder (config.json + weights) into a new model, and makes it current with
+  // version `target_version` (must exceed the current version, else ABORTED) or current + 1. Callers confine a
+  // requested folder first (options.path_roots). The config must match the served architecture
+  // (FAILED_PRECONDITION naming the field otherwise); a bad or incomplete checkpoint is refused and the current
+  // model keeps serving.
   absl::StatusOr<SwapResult> SwapFromDirectory(const std::string& dir, std::optional<int64_t> target_version,
                                                std::map<std::string, std::string> metadata = {});
   // The same from a safetensors payload in memory (`source` names it in errors).
@@ -79,20 +86,17 @@ class ModelStore {
 
  private:
   explicit ModelStore(const ModelStoreOptions& options) : options_(options) {}
-  absl::StatusOr<SwapResult> Install(std::shared_ptr<model::Gpt2Model> model, const std::string& source,
+  absl::StatusOr<SwapResult> Install(std::shared_ptr<model::CausalLm> model, const std::string& source,
                                      std::optional<int64_t> target_version, std::map<std::string, std::string> metadata,
                                      absl::Time start, int64_t total_bytes);
 
   ModelStoreOptions options_;
-  model::Gpt2Config config_;
+  model::ModelConfig config_;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
   mutable std::mutex mu_;  // guards current_
   std::mutex swap_mu_;     // one swap at a time
   std::shared_ptr<const ServedModel> current_;
 };
-
-// "architecture differs: n_layer is 2 here, 4 in the update" or OK. Dropout rates are ignored.
-absl::Status CheckSameArchitecture(const model::Gpt2Config& served, const model::Gpt2Config& update);
 
 }  // namespace rlhf::serving
 

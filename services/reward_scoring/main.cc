@@ -13,12 +13,12 @@
 ABSL_DECLARE_FLAG(std::string, model);
 ABSL_FLAG(std::string, watch, "",
           "Folder of reward-model checkpoints (one subfolder each, config.json + model.safetensors; names starting "
-          "with '.' are ignored): the newest is served and newer ones are swapped in as they appear. Also enables "
-          "ReloadModel");
+          "with '.' are ignored; created if missing): the newest is served and newer ones are swapped in as they "
+          "appear. Also enables ReloadModel of the checkpoints in it");
 ABSL_FLAG(absl::Duration, watch_interval, absl::Seconds(2), "How often --watch's folder is checked");
 ABSL_FLAG(bool, allow_reload, false,
-          "Enable ReloadModel with any checkpoint folder this process can read (without --watch, ReloadModel answers "
-          "FAILED_PRECONDITION)");
+          "Enable ReloadModel with checkpoint folders under --path_roots (required with it); without it ReloadModel "
+          "loads only from --watch's folder, and answers FAILED_PRECONDITION without --watch");
 ABSL_FLAG(int, max_items, 1024, "(prompt, response) pairs per request at most");
 
 int main(int argc, char** argv) {

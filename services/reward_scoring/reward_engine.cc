@@ -9,13 +9,16 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <cmath>
 #include <cstdlib>
 #include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "common/model/gpt2.h"
+#include "common/model/causal_lm.h"
+#include "common/model/token_ids.h"
+#include "common/model/torch_boundary.h"
 #include "common/runtime/logging.h"
 #include "common/util/file_util.h"
 #include "common/util/status_macros.h"
@@ -103,9 +106,9 @@ absl::Status CheckSameTokenizer(const serving::ModelStore& store, const std::str
 }
 
 // Rewards of `count` rows in one forward pass: right-padded, the reward head at each row's last token.
-absl::StatusOr<std::vector<float>> ForwardRewards(const model::Gpt2Model& model, const ScorePair* const* rows,
+absl::StatusOr<std::vector<float>> ForwardRewards(const model::CausalLm& model, const ScorePair* const* rows,
                                                   size_t count) {
-  try {
+  return model::TorchBoundary("reward forward", [&]() -> absl::StatusOr<std::vector<float>> {
     c10::InferenceMode inference;
     int64_t longest = 0;
     for (size_t i = 0; i < count; ++i) {
@@ -131,10 +134,13 @@ absl::StatusOr<std::vector<float>> ForwardRewards(const model::Gpt2Model& model,
     ASSIGN_OR_RETURN(model::ForwardOutput out, model.Forward(ids, mask, options));
     at::Tensor rewards = out.rewards.to(at::kCPU).to(at::kFloat).contiguous();
     const float* r = rewards.data_ptr<float>();
+    for (size_t i = 0; i < count; ++i) {
+      if (!std::isfinite(r[i])) {  // finite weights and inputs cannot give this; never hand it to a caller
+        return absl::InternalError(absl::StrCat("the reward model produced a non-finite score (", r[i], ")"));
+      }
+    }
     return std::vector<float>(r, r + count);
-  } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("reward forward failed: ", e.what_without_backtrace()));
-  }
+  });
 }
 
 }  // namespace
@@ -191,6 +197,10 @@ absl::StatusOr<std::unique_ptr<RewardEngine>> RewardEngine::Create(const RewardE
   if (!options.watch_dir.empty() && options.watch_interval <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("watch_interval must be positive");
   }
+  if (options.allow_reload && options.model.path_roots.empty()) {
+    return absl::InvalidArgumentError(
+        "--allow_reload needs --path_roots: the folders whose checkpoints ReloadModel may load");
+  }
   std::unique_ptr<RewardEngine> engine(new RewardEngine(options));
   auto logger = runtime::Logger("reward");
   // The watched folder's newest loadable checkpoint wins; --model serves when there is none.
@@ -242,7 +252,7 @@ std::optional<int64_t> RewardEngine::eos_token_id() const {
   const serving::ModelStore* s = store();
   if (s == nullptr) return std::nullopt;
   if (s->tokenizer() != nullptr && s->tokenizer()->EosId().has_value()) return *s->tokenizer()->EosId();
-  return s->config().eos_token_id;
+  return s->config().eos_token_id();
 }
 
 absl::Status RewardEngine::Validate(const RewardRequest& request) const {
@@ -251,7 +261,7 @@ absl::Status RewardEngine::Validate(const RewardRequest& request) const {
     return absl::UnavailableError(
         "no reward model is loaded yet; it serves once a checkpoint is loaded (--model, --watch or ReloadModel)");
   }
-  const model::Gpt2Config& config = s->config();
+  const model::ModelConfig& config = s->config();
   if (request.items.empty()) return absl::InvalidArgumentError("items is empty");
   if (static_cast<int64_t>(request.items.size()) > options_.max_items) {
     return absl::InvalidArgumentError(
@@ -261,20 +271,13 @@ absl::Status RewardEngine::Validate(const RewardRequest& request) const {
     const ScorePair& item = request.items[i];
     if (item.prompt.empty()) return absl::InvalidArgumentError(absl::StrCat("items[", i, "].prompt is empty"));
     const int64_t length = static_cast<int64_t>(item.prompt.size() + item.response.size());
-    if (length > config.n_positions) {
-      return absl::InvalidArgumentError(absl::StrCat("items[", i, "] has ", length, " tokens (prompt ",
-                                                     item.prompt.size(), " + response ", item.response.size(),
-                                                     "), more than the model's n_positions=", config.n_positions));
-    }
-    for (const auto* ids : {&item.prompt, &item.response}) {
-      const char* field = ids == &item.prompt ? "prompt" : "response";
-      for (size_t t = 0; t < ids->size(); ++t) {
-        if ((*ids)[t] < 0 || (*ids)[t] >= config.vocab_size) {
-          return absl::InvalidArgumentError(absl::StrCat("items[", i, "].", field, ".token_ids[", t, "]=", (*ids)[t],
-                                                         " is outside the vocabulary [0, ", config.vocab_size, ")"));
-        }
-      }
-    }
+    RETURN_IF_ERROR(model::CheckSequenceLength(
+        length, config.max_position_embeddings, absl::StrCat("items[", i, "]"),
+        absl::StrCat(" (prompt ", item.prompt.size(), " + response ", item.response.size(), ")")));
+    RETURN_IF_ERROR(
+        model::CheckTokenIds(item.prompt, config.vocab_size, absl::StrCat("items[", i, "].prompt.token_ids")));
+    RETURN_IF_ERROR(
+        model::CheckTokenIds(item.response, config.vocab_size, absl::StrCat("items[", i, "].response.token_ids")));
   }
   if (request.min_model_version.has_value()) {
     // Versions only grow, so a request that passes here is served by a version at least this new.
@@ -429,10 +432,7 @@ absl::StatusOr<ReloadResult> RewardEngine::ReloadNow(const std::string& checkpoi
     }
     candidate = found->front();
   } else {
-    if (checkpoint_path.find('\0') != std::string::npos) {
-      return absl::InvalidArgumentError("checkpoint_path contains a NUL byte");
-    }
-    ASSIGN_OR_RETURN(candidate.path, RealPath(checkpoint_path, "checkpoint_path"));
+    ASSIGN_OR_RETURN(candidate.path, ResolveReloadPath(checkpoint_path));
     if (!IsDirectory(candidate.path)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "checkpoint_path ", checkpoint_path, " is not a folder (expected config.json + ", kWeightsFile, " inside)"));
@@ -440,6 +440,20 @@ absl::StatusOr<ReloadResult> RewardEngine::ReloadNow(const std::string& checkpoi
     candidate.fingerprint = Fingerprint(candidate.path);
   }
   return Load(candidate, LoadCause::kRequest);
+}
+
+absl::StatusOr<std::string> RewardEngine::ResolveReloadPath(const std::string& checkpoint_path) const {
+  // A checkpoint of the watched folder (when it exists), else, with --allow_reload, one under --path_roots.
+  if (!options_.watch_dir.empty()) {
+    absl::StatusOr<util::PathRoots> watched = util::PathRoots::Create({options_.watch_dir}, "--watch");
+    if (watched.ok()) {
+      absl::StatusOr<std::string> inside = watched->Resolve(checkpoint_path, "checkpoint_path");
+      if (inside.ok() || !options_.allow_reload) return inside;
+    } else if (!options_.allow_reload) {
+      return watched.status();
+    }
+  }
+  return options_.model.path_roots.Resolve(checkpoint_path, "checkpoint_path");
 }
 
 ReloadResult RewardEngine::Load(const CheckpointCandidate& candidate, LoadCause cause) {

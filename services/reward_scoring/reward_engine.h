@@ -47,7 +47,8 @@ struct RewardEngineOptions {
   // Folder polled every watch_interval for a newer checkpoint; empty: no watching.
   std::string watch_dir;
   absl::Duration watch_interval = absl::Seconds(2);
-  // Reload accepts explicit checkpoint paths even without watch_dir.
+  // Reload accepts checkpoint folders under model.path_roots (the --path_roots), not only under watch_dir.
+  // Without it, Reload loads only from watch_dir (and is disabled without one).
   bool allow_reload = false;
 };
 
@@ -131,6 +132,9 @@ class RewardEngine {
   // A checkpoint that cannot be served is a kRefused result, not an error.
   void Reload(std::string checkpoint_path, ReloadCallback done);
   bool reload_enabled() const { return !options_.watch_dir.empty() || options_.allow_reload; }
+  // Where a ReloadModel path may point: inside watch_dir, or with allow_reload inside model.path_roots; symlinks
+  // resolved. PERMISSION_DENIED naming the field and the allowed folders otherwise.
+  absl::StatusOr<std::string> ResolveReloadPath(const std::string& checkpoint_path) const;
 
   // Stops the watcher and the loader (queued reloads get UNAVAILABLE), runs the queued requests, joins. Idempotent.
   void Shutdown();
@@ -140,6 +144,7 @@ class RewardEngine {
   // The EOS id appended to text responses: the tokenizer's, else config.json's eos_token_id. Needs a model.
   std::optional<int64_t> eos_token_id() const;
   size_t queue_depth() const { return batcher_.queue_depth(); }
+  void SetPausedForTesting(bool paused) { batcher_.SetPausedForTesting(paused); }
   const RewardEngineOptions& options() const { return options_; }
 
   void set_batch_observer(BatchObserver observer);

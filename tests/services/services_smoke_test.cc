@@ -3,6 +3,7 @@
 #include <string>
 
 #include "common/runtime/client.h"
+#include "common/util/file_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "rlhf/v1/generation.grpc.pb.h"
@@ -28,6 +29,7 @@ TEST(ServiceBinaries, StartServeHealthAndMetricsAndStopCleanly) {
   layout.reward_model = log_dir + "/reward";
   layout.checkpoint_root = log_dir + "/checkpoints";
   layout.runs_root = log_dir + "/runs";
+  ASSERT_TRUE(rlhf::util::MakeDirectories(layout.runs_root).ok());
   std::vector<LocalService> services = SuiteServices(RLHF_BINARY_DIR, layout);
   ASSERT_EQ(services.size(), 6u);
   ASSERT_TRUE(StartLocalServices(services, log_dir, absl::Seconds(60)).ok());

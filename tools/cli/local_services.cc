@@ -29,13 +29,15 @@ std::vector<LocalService> SuiteServices(const std::string& bin_dir, const SuiteL
     return service;
   };
   const std::string model_flag = absl::StrCat("--model=", layout.policy_model);
+  // The model services load the run's checkpoints, which live under the runs root.
+  const std::string roots_flag = absl::StrCat("--path_roots=", layout.runs_root);
   return {
       make("policy-generation", "policy_generation", "rlhf.v1.PolicyGenerationService",
-           {model_flag, "--model_name=policy"}),
+           {model_flag, "--model_name=policy", roots_flag}),
       make("reference-logprob", "reference_logprob", "rlhf.v1.ReferenceLogprobService",
-           {model_flag, "--model_name=sft-reference"}),
+           {model_flag, "--model_name=sft-reference", roots_flag}),
       make("reward-scoring", "reward_scoring", "rlhf.v1.RewardScoringService",
-           {absl::StrCat("--model=", layout.reward_model), "--model_name=reward", "--allow_reload"}),
+           {absl::StrCat("--model=", layout.reward_model), "--model_name=reward", "--allow_reload", roots_flag}),
       make("ppo-trainer", "ppo_trainer", "rlhf.v1.PpoTrainerService",
            {model_flag, absl::StrCat("--checkpoint_root=", layout.checkpoint_root)}),
       make("labeling", "labeling", "rlhf.v1.LabelingService",

@@ -28,7 +28,7 @@ struct SuiteLayout {
   std::string policy_model;      // served by policy-generation and reference-logprob, and the trainer's first policy
   std::string reward_model;      // served by reward-scoring (a model with a reward head)
   std::string checkpoint_root;   // the trainer's default checkpoint folder
-  std::string runs_root;         // the orchestrator's runs
+  std::string runs_root;         // the orchestrator's runs; must exist (the model services load checkpoints in it)
   std::string labeling_state_dir;  // the labeling service's journal (empty: in memory)
 };
 

@@ -6,6 +6,7 @@
 #include "common/runtime/client.h"
 #include "common/runtime/server.h"
 #include "common/serving/engine_metrics.h"
+#include "common/util/path_roots.h"
 #include "common/serving/weights_transfer.h"
 #include "common/util/file_util.h"
 #include "gmock/gmock.h"
@@ -37,6 +38,9 @@ class GenerationServicesTest : public ::testing::Test {
     generation::GenerationEngineOptions gen_options;
     gen_options.model.model_dir = dir_ + "/v1";
     gen_options.model.model_name = "policy";
+    auto roots = util::PathRoots::Create({dir_}, "--path_roots");
+    ASSERT_TRUE(roots.ok()) << roots.status();
+    gen_options.model.path_roots = *roots;
     gen_options.queue.max_batch_rows = 8;
     gen_options.queue.max_queued = 8;
     gen_options.max_new_tokens = 48;
@@ -335,6 +339,16 @@ TEST_F(GenerationServicesTest, BadWeightUpdatesAreRefusedAndTheOldWeightsKeepSer
     EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_THAT(status.error_message(), HasSubstr("chunks[0] must be the header"));
   }
+  // A checkpoint outside the folders the server allows (--path_roots), by absolute path or by "..".
+  for (const std::string& outside : {std::string("/"), dir_ + "/../", std::string("../../etc")}) {
+    grpc::ClientContext context;
+    v1::UpdateWeightsFromCheckpointRequest request;
+    request.set_path(outside);
+    v1::UpdateWeightsResponse response;
+    const grpc::Status status = gen_->UpdateWeightsFromCheckpoint(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED) << outside;
+    EXPECT_THAT(status.error_message(), HasSubstr("--path_roots")) << outside;
+  }
   // A checkpoint path that does not exist.
   {
     grpc::ClientContext context;
@@ -371,7 +385,7 @@ TEST_F(GenerationServicesTest, BadRequestsGetInvalidArgumentNamingTheField) {
   cases.push_back({Request({{5}, {5, 258}}, 1, 1), "prompts[1].token_ids[1]=258 is outside the vocabulary"});
   cases.push_back({Request({{5}}, 1, 1, 500), "sampling.max_new_tokens=500 is outside [1, 48]"});
   cases.push_back({Request({{5}}, 100, 1), "num_samples=100 is outside [1, 16]"});
-  cases.push_back({Request({std::vector<int>(90, 5)}, 1, 1, 16), "exceeds the model's n_positions=96"});
+  cases.push_back({Request({std::vector<int>(90, 5)}, 1, 1, 16), "exceeds the model's max_position_embeddings=96"});
   auto bad_temperature = Request({{5}}, 1, 1);
   bad_temperature.mutable_sampling()->set_temperature(-1);
   cases.push_back({bad_temperature, "sampling.temperature=-1 is outside [0, 100]"});
@@ -430,6 +444,31 @@ TEST_F(GenerationServicesTest, ExpiredDeadlineReturnsDeadlineExceededAndFreesIts
   // The expired requests left the queue without costing compute; new requests are served.
   for (int i = 0; i < 50 && gen_engine_->queue_depth() > 0; ++i) absl::SleepFor(absl::Milliseconds(20));
   EXPECT_EQ(gen_engine_->queue_depth(), 0u);
+  v1::GenerateResponse response;
+  EXPECT_TRUE(Generate(Request({{9}}, 1, 1), &response).ok());
+}
+
+// A request whose caller gives up mid-generation leaves the batch at the next decode step instead of running to
+// max_new_tokens; the engine then serves the next request.
+TEST_F(GenerationServicesTest, CancelledRequestStopsCostingComputeAtTheNextStep) {
+  generation::GenerationRequest request;
+  request.prompts = {{1}, {2}, {3}, {4}};
+  request.num_samples = 2;  // 8 rows, one batch
+  request.max_new_tokens = 40;
+  request.ignore_eos = true;
+  request.seed = 1;
+  std::atomic<int> polls{0};
+  // The caller "goes away" at the 12th time the engine asks: during the second decode step.
+  request.cancelled = [&polls] { return ++polls >= 12; };
+  std::promise<absl::StatusOr<generation::GenerationResult>> promise;
+  gen_engine_->Submit(std::move(request),
+                      [&](absl::StatusOr<generation::GenerationResult> r) { promise.set_value(std::move(r)); });
+  const auto result = promise.get_future().get();
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled);
+  // Asked once before the batch, once per row and step until all rows left, once after: far fewer than the
+  // 1 + 8 * 40 + 1 polls of a request that ran to its end.
+  EXPECT_GE(polls.load(), 12);
+  EXPECT_LE(polls.load(), 12 + 8 + 1);
   v1::GenerateResponse response;
   EXPECT_TRUE(Generate(Request({{9}}, 1, 1), &response).ok());
 }

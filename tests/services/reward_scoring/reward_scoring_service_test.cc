@@ -17,13 +17,14 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "common/model/gpt2.h"
+#include "common/model/causal_lm.h"
 #include "common/model/safetensors.h"
 #include "common/runtime/client.h"
 #include "common/runtime/server.h"
 #include "common/runtime/status_util.h"
 #include "common/tokenizer/tokenizer.h"
 #include "common/util/file_util.h"
+#include "common/util/path_roots.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/reward_scoring/reward_engine.h"
@@ -55,7 +56,7 @@ void WriteRewardModel(const std::string& dir, uint64_t seed, float bias, int64_t
   options.reward_head = true;
   options.n_embd = n_embd;
   ASSERT_TRUE(testing::WriteTinyModel(dir, options).ok());
-  auto model = model::Gpt2Model::Load(dir);
+  auto model = model::LoadModel(dir);
   ASSERT_TRUE(model.ok()) << model.status();
   {
     c10::InferenceMode off(false);
@@ -97,10 +98,10 @@ v1::ScoreRequest Request(const std::vector<v1::ScoreItem>& items, const std::str
   return request;
 }
 
-// Scores of `request`'s items computed in-process from the checkpoint in `dir`: Gpt2Model::Forward with rewards on
+// Scores of `request`'s items computed in-process from the checkpoint in `dir`: CausalLm::Forward with rewards on
 // each (prompt + response) alone, unpadded. Text is encoded with the checkpoint's tokenizer, responses + EOS.
 std::vector<float> InProcessScores(const std::string& dir, const v1::ScoreRequest& request) {
-  auto model = model::Gpt2Model::Load(dir);
+  auto model = model::LoadModel(dir);
   EXPECT_TRUE(model.ok()) << model.status();
   auto tokenizer = tokenizer::LoadTokenizer(dir);
   std::vector<float> scores;
@@ -175,6 +176,9 @@ class RewardScoringTest : public ::testing::Test {
     reward::RewardEngineOptions options;
     options.model.model_dir = model_dir;
     options.queue.max_batch_rows = 8;
+    auto roots = util::PathRoots::Create({dir_}, "--path_roots");  // what --allow_reload may load from
+    EXPECT_TRUE(roots.ok()) << roots.status();
+    if (roots.ok()) options.model.path_roots = *std::move(roots);
     return options;
   }
 
@@ -308,6 +312,7 @@ TEST_F(RewardScoringTest, HotReloadUnderConcurrentLoadNeverMixesVersions) {
   auto options = Options("");
   options.watch_dir = watch;
   options.watch_interval = absl::Milliseconds(50);
+  options.allow_reload = true;  // reloads by path beside the watched folder
   ASSERT_NO_FATAL_FAILURE(StartServer(options));
 
   const std::vector<v1::ScoreRequest> requests = {
@@ -416,6 +421,7 @@ TEST_F(RewardScoringTest, BrokenCheckpointsAreRefusedOnceAndTheOldVersionKeepsSe
   auto options = Options("");
   options.watch_dir = watch;
   options.watch_interval = absl::Milliseconds(20);
+  options.allow_reload = true;  // reloads by path beside the watched folder
   ASSERT_NO_FATAL_FAILURE(StartServer(options));
   const std::string served_path = watch + "/rm-001";
 
@@ -424,7 +430,7 @@ TEST_F(RewardScoringTest, BrokenCheckpointsAreRefusedOnceAndTheOldVersionKeepsSe
   auto wide = Reload(dir_ + "/wide");
   ASSERT_TRUE(wide.ok()) << wide.status();
   EXPECT_EQ(wide->outcome(), v1::RELOAD_OUTCOME_REFUSED);
-  EXPECT_THAT(wide->message(), HasSubstr("n_embd is 32 here, 48"));
+  EXPECT_THAT(wide->message(), HasSubstr("hidden_size is 32 here, 48"));
   EXPECT_EQ(wide->model_id().version(), 1);
   EXPECT_EQ(wide->previous_model_id().version(), 1);
   EXPECT_FLOAT_EQ(wide->normalization_bias(), 0.5f);
@@ -540,13 +546,43 @@ TEST_F(RewardScoringTest, ReloadIsRefusedWhenDisabled) {
   EXPECT_THAT(std::string(reload.status().message()), HasSubstr("--allow_reload"));
 }
 
-TEST_F(RewardScoringTest, AllowReloadLoadsAnyCheckpointByPath) {
+// --watch alone lets ReloadModel load only the watched folder's checkpoints; --allow_reload adds --path_roots.
+TEST_F(RewardScoringTest, ReloadLoadsOnlyFromTheWatchedFolderWithoutAllowReload) {
+  const std::string watch = dir_ + "/watched";
+  ASSERT_NO_FATAL_FAILURE(WriteRewardModel(watch + "/rm-001", 1, 0));
+  ASSERT_NO_FATAL_FAILURE(WriteRewardModel(dir_ + "/elsewhere", 2, 0));
+  auto options = Options("");
+  options.watch_dir = watch;
+  ASSERT_NO_FATAL_FAILURE(StartServer(options));
+  for (const std::string& path : {dir_ + "/elsewhere", watch + "/../elsewhere", std::string("/")}) {
+    auto reload = Reload(path);
+    EXPECT_EQ(reload.status().code(), absl::StatusCode::kPermissionDenied) << path;
+    EXPECT_THAT(std::string(reload.status().message()), HasSubstr("checkpoint_path")) << path;
+  }
+  ASSERT_NO_FATAL_FAILURE(WriteRewardModel(watch + "/rm-002", 3, 0));
+  auto inside = Reload(watch + "/rm-002");
+  ASSERT_TRUE(inside.ok()) << inside.status();
+  EXPECT_EQ(inside->outcome(), v1::RELOAD_OUTCOME_RELOADED);
+}
+
+TEST_F(RewardScoringTest, AllowReloadWithoutPathRootsIsRefusedAtStart) {
+  ASSERT_NO_FATAL_FAILURE(WriteRewardModel(dir_ + "/rm", 1, 0));
+  auto options = Options(dir_ + "/rm");
+  options.allow_reload = true;
+  options.model.path_roots = util::PathRoots();
+  auto engine = reward::RewardEngine::Create(options);
+  EXPECT_EQ(engine.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(engine.status().message()), HasSubstr("--path_roots"));
+}
+
+TEST_F(RewardScoringTest, AllowReloadLoadsCheckpointsUnderThePathRoots) {
   ASSERT_NO_FATAL_FAILURE(WriteRewardModel(dir_ + "/rm", 1, 0));
   ASSERT_NO_FATAL_FAILURE(WriteRewardModel(dir_ + "/rm2", 2, 1.5f));
   auto options = Options(dir_ + "/rm");
   options.allow_reload = true;
   ASSERT_NO_FATAL_FAILURE(StartServer(options));
   EXPECT_EQ(Reload("").status().code(), absl::StatusCode::kInvalidArgument);  // no watched folder
+  EXPECT_EQ(Reload("/").status().code(), absl::StatusCode::kPermissionDenied);  // outside --path_roots
   auto reload = Reload(dir_ + "/rm2");
   ASSERT_TRUE(reload.ok()) << reload.status();
   EXPECT_EQ(reload->outcome(), v1::RELOAD_OUTCOME_RELOADED);
@@ -587,7 +623,7 @@ TEST_F(RewardScoringTest, BadRequestsGetInvalidArgumentNamingTheField) {
   cases.push_back({Request({Tokens({1}, {2}), no_response}), "items[1].response has neither text nor token_ids"});
   cases.push_back({Request({v1::ScoreItem()}), "items[0].prompt has neither text nor token_ids"});
   cases.push_back({Request({Tokens({1}, {2}), Tokens(std::vector<int>(50, 7), std::vector<int>(50, 8))}),
-                   "items[1] has 100 tokens (prompt 50 + response 50), more than the model's n_positions=96"});
+                   "items[1] has 100 tokens (prompt 50 + response 50), more than the model's max_position_embeddings=96"});
   cases.push_back({Request({Text(std::string(60, 'a'), std::string(40, 'b'))}),
                    "items[0] has 101 tokens (prompt 60 + response 41)"});
   cases.push_back(
@@ -615,22 +651,25 @@ TEST_F(RewardScoringTest, ExpiredRequestsAreDroppedBeforeTheyCostCompute) {
   auto options = Options(dir_ + "/rm");
   options.max_items = 4096;
   ASSERT_NO_FATAL_FAILURE(StartServer(options));
-  // Keep the engine busy with one large request (64 forward passes of 8 rows), then send requests whose deadline
-  // passes while they wait behind it.
+  // The engine holds queued work while paused: one large request (64 forward passes of 8 rows) and six small ones
+  // whose deadline passes while they wait. Their callers see DEADLINE_EXCEEDED before the engine resumes.
+  engine_->SetPausedForTesting(true);
   std::vector<v1::ScoreItem> many(512, Tokens(std::vector<int>(40, 3), std::vector<int>(40, 4)));
   auto busy = std::async(std::launch::async, [&] {
     v1::ScoreResponse response;
     return Score(Request(many), &response, absl::Seconds(60));
   });
-  absl::SleepFor(absl::Milliseconds(50));
+  ASSERT_TRUE(Eventually([&] { return engine_->queue_depth() == 1; }));
   std::vector<std::future<grpc::Status>> late;
   for (int i = 0; i < 6; ++i) {
     late.push_back(std::async(std::launch::async, [&] {
       v1::ScoreResponse response;
-      return Score(Request({Tokens({1}, {2}), Tokens({3}, {4}), Tokens({5}, {6})}), &response, absl::Milliseconds(5));
+      return Score(Request({Tokens({1}, {2}), Tokens({3}, {4}), Tokens({5}, {6})}), &response,
+                   absl::Milliseconds(500));
     }));
   }
   for (auto& f : late) EXPECT_EQ(f.get().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  engine_->SetPausedForTesting(false);
   const grpc::Status busy_status = busy.get();
   ASSERT_TRUE(busy_status.ok()) << busy_status.error_message();
   EXPECT_TRUE(Eventually([&] { return engine_->queue_depth() == 0; }));
