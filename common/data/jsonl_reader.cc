@@ -226,7 +226,8 @@ template <typename Record, typename Parser>
 absl::StatusOr<ReadResult<Record>> ReadJsonl(const std::string& path, const ReadOptions& options,
                                              const Parser& parser) {
   RETURN_IF_ERROR(ValidateReadOptions(options));
-  ASSIGN_OR_RETURN(std::unique_ptr<LineReader> reader, LineReader::Open(path, options.max_line_bytes));
+  ASSIGN_OR_RETURN(std::unique_ptr<LineReader> reader,
+                   LineReader::Open(path, options.max_line_bytes, options.keep_going));
   ReadResult<Record> result;
   Line line;
   while (true) {
@@ -258,7 +259,8 @@ absl::StatusOr<ReadResult<Record>> ReadJsonl(const std::string& path, const Read
 
 absl::StatusOr<PretrainingReadResult> ReadPlainText(const std::string& path, const ReadOptions& options) {
   RETURN_IF_ERROR(ValidateReadOptions(options));
-  ASSIGN_OR_RETURN(std::unique_ptr<LineReader> reader, LineReader::Open(path, options.max_line_bytes));
+  ASSIGN_OR_RETURN(std::unique_ptr<LineReader> reader,
+                   LineReader::Open(path, options.max_line_bytes, options.keep_going));
   PretrainingReadResult result;
   std::string document;
   bool in_document = false;

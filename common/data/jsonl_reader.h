@@ -13,6 +13,7 @@
 #define RLHF_COMMON_DATA_JSONL_READER_H_
 
 #include <cstddef>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,8 @@ struct ReadOptions {
   size_t max_line_bytes = size_t{1} << 20;
   // Largest K of a comparison (ReadComparisons). Must be >= kMinResponsesPerComparison.
   size_t max_responses_per_comparison = kMaxResponsesPerComparison;
+  // Called every 64 KiB read; a non-OK status ends the read with it (cancellation, shutdown). Null: never.
+  std::function<absl::Status()> keep_going;
 };
 
 // A record that was skipped.

@@ -1,6 +1,7 @@
 #include "common/data/line_reader.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -19,18 +20,33 @@ constexpr absl::string_view kUtf8Bom = "\xEF\xBB\xBF";
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<LineReader>> LineReader::Open(const std::string& path, size_t max_line_bytes) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+absl::StatusOr<std::unique_ptr<LineReader>> LineReader::Open(const std::string& path, size_t max_line_bytes,
+                                                             KeepGoing keep_going) {
+  // O_NONBLOCK: opening a FIFO must not wait for a writer; the file is refused below anyway.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return util::ErrnoStatus("cannot open", path, errno);
-  return std::unique_ptr<LineReader>(new LineReader(path, fd, max_line_bytes));
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return util::ErrnoStatus("cannot stat", path, err);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return absl::InvalidArgumentError(absl::StrCat(path, " is not a regular file"));
+  }
+  return std::unique_ptr<LineReader>(new LineReader(path, fd, max_line_bytes, std::move(keep_going)));
 }
 
-LineReader::LineReader(std::string path, int fd, size_t max_line_bytes)
-    : path_(std::move(path)), fd_(fd), max_line_bytes_(max_line_bytes) {}
+LineReader::LineReader(std::string path, int fd, size_t max_line_bytes, KeepGoing keep_going)
+    : path_(std::move(path)), fd_(fd), max_line_bytes_(max_line_bytes), keep_going_(std::move(keep_going)) {}
 
 LineReader::~LineReader() { ::close(fd_); }
 
 absl::Status LineReader::Refill() {
+  if (keep_going_) {
+    if (absl::Status status = keep_going_(); !status.ok()) return status;
+  }
   buffer_.resize(kBufferBytes);
   buffer_pos_ = 0;
   while (true) {

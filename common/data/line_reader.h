@@ -3,6 +3,7 @@
 #define RLHF_COMMON_DATA_LINE_READER_H_
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -21,11 +22,18 @@ struct Line {
   size_t length = 0;  // bytes in the line (as for `text`), also when too_long
 };
 
-// Not thread-safe. Memory use is bounded by max_line_bytes plus a 64 KiB buffer, whatever the file holds.
+// Not thread-safe. Memory use is bounded by max_line_bytes plus a 64 KiB buffer, whatever the file holds; time by
+// the file's size, since only regular files are read (a device such as /dev/zero never ends).
 class LineReader {
  public:
-  // NotFound / PermissionDenied / Internal naming the path when the file cannot be opened.
-  static absl::StatusOr<std::unique_ptr<LineReader>> Open(const std::string& path, size_t max_line_bytes);
+  // Called before each read of the file (every 64 KiB); a non-OK status ends the read with it (e.g. CANCELLED
+  // when the operation that reads is cancelled or the process shuts down).
+  using KeepGoing = std::function<absl::Status()>;
+
+  // NotFound / PermissionDenied / Internal naming the path when the file cannot be opened; InvalidArgument when it
+  // is not a regular file (a directory, device or pipe).
+  static absl::StatusOr<std::unique_ptr<LineReader>> Open(const std::string& path, size_t max_line_bytes,
+                                                          KeepGoing keep_going = nullptr);
   ~LineReader();
   LineReader(const LineReader&) = delete;
   LineReader& operator=(const LineReader&) = delete;
@@ -35,12 +43,13 @@ class LineReader {
   absl::StatusOr<bool> Next(Line* line);
 
  private:
-  LineReader(std::string path, int fd, size_t max_line_bytes);
+  LineReader(std::string path, int fd, size_t max_line_bytes, KeepGoing keep_going);
   absl::Status Refill();  // reads more bytes into buffer_; leaves it empty at end of file
 
   const std::string path_;
   const int fd_;
   const size_t max_line_bytes_;
+  const KeepGoing keep_going_;
   std::string buffer_;
   size_t buffer_pos_ = 0;
   bool eof_ = false;

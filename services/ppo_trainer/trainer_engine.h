@@ -17,8 +17,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "common/model/gpt2.h"
-#include "common/model/gpt2_config.h"
+#include "common/model/causal_lm.h"
+#include "common/model/model_config.h"
 #include "common/model/sampler.h"
 #include "common/tokenizer/tokenizer.h"
 #include "common/training/events.h"
@@ -69,6 +69,8 @@ struct SftJob {
   std::string output_dir;       // empty: <checkpoint_root>/sft-<n>
   std::string init_model_path;  // empty: the current policy
   BadRecords bad_records = BadRecords::kFail;
+  // Checked while data files are read (every 64 KiB); a non-OK status stops the operation with it. Null: never.
+  std::function<absl::Status()> keep_going;
 };
 
 struct RankedItem {
@@ -91,6 +93,7 @@ struct RewardJob {
   BadRecords bad_records = BadRecords::kFail;
   std::string output_dir;  // the checkpoint directory is <output_dir>/rm-<n>; empty: <checkpoint_root>/reward
   bool init_value_model = false;
+  std::function<absl::Status()> keep_going;  // as SftJob::keep_going
 };
 
 struct StageSummary {
@@ -132,13 +135,13 @@ enum class LoadRole { kAll, kPolicy, kValue };
 struct ExportedWeights {
   std::string safetensors;  // SerializeSafetensors bytes
   ModelIdentity model_id;
-  model::Gpt2Config config;
+  model::ModelConfig config;
 };
 
 // Facts about the policy for GetModelInfo.
 struct PolicyInfo {
   ModelIdentity id;
-  model::Gpt2Config config;
+  model::ModelConfig config;
   int64_t parameter_count = 0;
   std::string device;
   std::string source;
@@ -193,7 +196,7 @@ class TrainerEngine {
   absl::Status LoadPolicy(const std::string& dir);
   absl::StatusOr<std::vector<int64_t>> EncodePrompt(const TextOrIds& value, const std::string& field) const;
   absl::StatusOr<std::vector<int64_t>> EncodeResponse(const TextOrIds& value, const std::string& field) const;
-  absl::Status SaveModelDir(const model::Gpt2Model& model, const std::string& dir,
+  absl::Status SaveModelDir(const model::CausalLm& model, const std::string& dir,
                             const std::map<std::string, std::string>& metadata) const;
   void Release();
 

@@ -247,6 +247,32 @@ TEST(ReadSftExamples, MissingFileIsNotFoundAndBadOptionsInvalid) {
   EXPECT_EQ(empty->num_lines, 0u);
 }
 
+// A device or pipe never ends: reading one would hang the caller for good (e.g. a trainer told to read /dev/zero).
+TEST(ReadSftExamples, OnlyRegularFilesAreRead) {
+  for (const char* path : {"/dev/zero", "/dev/null"}) {
+    auto read = ReadSftExamples(path);
+    EXPECT_EQ(read.status().code(), absl::StatusCode::kInvalidArgument) << path;
+    EXPECT_THAT(std::string(read.status().message()), HasSubstr("is not a regular file")) << path;
+  }
+  const std::string fifo = NewTempDir() + "/pipe";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_EQ(ReadPrompts(fifo).status().code(), absl::StatusCode::kInvalidArgument);  // returns, no writer needed
+  EXPECT_EQ(ReadSftExamples(NewTempDir()).status().code(), absl::StatusCode::kInvalidArgument);  // a folder
+}
+
+// A long read can be stopped: keep_going is asked every 64 KiB, also inside one very long line.
+TEST(ReadSftExamples, KeepGoingStopsALongReadWithItsStatus) {
+  const std::string path = WriteTemp("long.jsonl", std::string(1 << 20, 'x'));  // one line of 1 MiB, no newline
+  ReadOptions options;
+  int asked = 0;
+  options.keep_going = [&]() -> absl::Status {
+    return ++asked < 3 ? absl::OkStatus() : absl::CancelledError("the caller cancelled");
+  };
+  auto read = ReadSftExamples(path, options);
+  EXPECT_EQ(read.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(asked, 3);
+}
+
 // ---- Comparisons ----------------------------------------------------------------------------------------------------
 
 TEST(ReadComparisons, ReadsRankedAndPairwiseFormsAndTies) {
