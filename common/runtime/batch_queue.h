@@ -54,7 +54,7 @@ class BatchQueue {
   // Returns an empty vector only when the queue is closed and empty.
   std::vector<Item> PopBatch() {
     std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return closed_ || !queue_.empty(); });
+    cv_.wait(lock, [&] { return closed_ || (!queue_.empty() && !paused_); });
     if (queue_.empty()) return {};
     const absl::Time deadline = queue_.front().arrived + options_.max_wait;
     while (!closed_ && GroupRows(queue_.front().group) < options_.max_batch_rows) {
@@ -78,11 +78,22 @@ class BatchQueue {
     return batch;
   }
 
+  // While paused, PopBatch hands out nothing (requests still queue, up to max_queued); a batch already popped is not
+  // affected. Tests use it to hold work in the queue deterministically. Close ends a pause.
+  void SetPaused(bool paused) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      paused_ = paused;
+    }
+    cv_.notify_all();
+  }
+
   // Refuses new work and wakes the engine; PopBatch still returns what was queued, then empty batches.
   void Close() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       closed_ = true;
+      paused_ = false;
     }
     cv_.notify_all();
   }
@@ -115,6 +126,7 @@ class BatchQueue {
   std::condition_variable cv_;
   std::deque<Entry> queue_;
   bool closed_ = false;
+  bool paused_ = false;
 };
 
 // For an engine about to run queued work: CANCELLED when the caller cancelled, DEADLINE_EXCEEDED when its deadline

@@ -69,6 +69,8 @@ class BatchingEngine {
 
   size_t queue_depth() const { return queue_.size(); }
   const runtime::BatchQueueOptions& queue_options() const { return queue_.options(); }
+  // Holds queued work in the queue (BatchQueue::SetPaused): tests use it to make requests wait deterministically.
+  void SetPausedForTesting(bool paused) { queue_.SetPaused(paused); }
 
  private:
   void Loop() {
