@@ -13,11 +13,12 @@
 #include <ATen/ops/mul.h>
 #include <ATen/ops/zeros.h>
 #include <c10/core/InferenceMode.h>
-#include <c10/util/Exception.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/model/causal_lm.h"
 #include "common/model/cpu_kernels.h"
-#include "common/model/gpt2.h"
+#include "common/model/token_ids.h"
+#include "common/model/torch_boundary.h"
 #include "common/util/status_macros.h"
 
 namespace rlhf::model {
@@ -31,20 +32,6 @@ uint64_t SplitMix64(uint64_t x) {
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
   x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
   return x ^ (x >> 31);
-}
-
-absl::Status TorchError(absl::string_view what, const c10::Error& e) {
-  return absl::InternalError(absl::StrCat(what, ": ", e.what_without_backtrace()));
-}
-
-absl::Status CheckTokens(const std::vector<int64_t>& tokens, absl::string_view what, int64_t vocab) {
-  for (size_t j = 0; j < tokens.size(); ++j) {
-    if (tokens[j] < 0 || tokens[j] >= vocab) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, "[", j, "]=", tokens[j], " is outside the vocabulary [0, ", vocab, ")"));
-    }
-  }
-  return absl::OkStatus();
 }
 
 absl::Status ValidateOptions(const SamplingOptions& o, size_t batch) {
@@ -167,6 +154,8 @@ absl::string_view FinishReasonName(FinishReason reason) {
       return "stop";
     case FinishReason::kLength:
       return "length";
+    case FinishReason::kAbandoned:
+      return "abandoned";
   }
   return "unknown";
 }
@@ -182,10 +171,10 @@ struct Sampler::State {
   std::vector<std::vector<int32_t>> candidates;  // per row scratch of top-k/top-p
 };
 
-Sampler::Sampler(const Gpt2Model* model) : model_(model), state_(std::make_unique<State>()) {}
+Sampler::Sampler(const CausalLm* model) : model_(model), state_(std::make_unique<State>()) {}
 Sampler::~Sampler() = default;
 
-absl::StatusOr<std::unique_ptr<Sampler>> Sampler::Create(const Gpt2Model* model) {
+absl::StatusOr<std::unique_ptr<Sampler>> Sampler::Create(const CausalLm* model) {
   if (model == nullptr) return absl::InvalidArgumentError("Sampler::Create: model is null");
   return std::unique_ptr<Sampler>(new Sampler(model));
 }
@@ -202,7 +191,7 @@ absl::StatusOr<std::vector<GeneratedSequence>> Sampler::GenerateWithoutCache(
 
 absl::StatusOr<std::vector<GeneratedSequence>> Sampler::Run(const std::vector<std::vector<int64_t>>& prompts,
                                                             const SamplingOptions& options, bool use_cache) {
-  const Gpt2Config& config = model_->config();
+  const ModelConfig& config = model_->config();
   const int64_t batch = static_cast<int64_t>(prompts.size());
   if (batch == 0) return absl::InvalidArgumentError("no prompts");
   RETURN_IF_ERROR(ValidateOptions(options, prompts.size()));
@@ -210,11 +199,11 @@ absl::StatusOr<std::vector<GeneratedSequence>> Sampler::Run(const std::vector<st
   for (int64_t i = 0; i < batch; ++i) {
     const int64_t n = static_cast<int64_t>(prompts[i].size());
     if (n == 0) return absl::InvalidArgumentError(absl::StrCat("prompts[", i, "] is empty"));
-    RETURN_IF_ERROR(CheckTokens(prompts[i], absl::StrCat("prompts[", i, "]"), config.vocab_size));
-    if (n + options.max_new_tokens > config.n_positions) {
+    RETURN_IF_ERROR(CheckTokenIds(prompts[i], config.vocab_size, absl::StrCat("prompts[", i, "]")));
+    if (n + options.max_new_tokens > config.max_position_embeddings) {
       return absl::InvalidArgumentError(absl::StrCat("prompts[", i, "] has ", n, " tokens; with max_new_tokens ",
-                                                     options.max_new_tokens, " that exceeds n_positions ",
-                                                     config.n_positions));
+                                                     options.max_new_tokens, " that exceeds max_position_embeddings ",
+                                                     config.max_position_embeddings));
     }
     longest = std::max(longest, n);
   }
@@ -230,7 +219,7 @@ absl::StatusOr<std::vector<GeneratedSequence>> Sampler::Run(const std::vector<st
   std::vector<int64_t> active(batch);
   for (int64_t i = 0; i < batch; ++i) active[i] = i;
 
-  try {
+  return TorchBoundary("Generate", [&]() -> absl::StatusOr<std::vector<GeneratedSequence>> {
     c10::InferenceMode inference;
     const auto long_cpu = at::TensorOptions().dtype(at::kLong);
     // Left-padded prompts: row i's tokens end at column `longest`; positions count real tokens only.
@@ -312,8 +301,10 @@ absl::StatusOr<std::vector<GeneratedSequence>> Sampler::Run(const std::vector<st
         seq.tokens.push_back(draws[k].token);
         seq.logprobs.push_back(draws[k].logprob);
         bool done = true;
-        if (std::find(options.eos_token_ids.begin(), options.eos_token_ids.end(), draws[k].token) !=
-            options.eos_token_ids.end()) {
+        if (options.abandoned && options.abandoned(active[k])) {
+          seq.finish_reason = FinishReason::kAbandoned;
+        } else if (std::find(options.eos_token_ids.begin(), options.eos_token_ids.end(), draws[k].token) !=
+                   options.eos_token_ids.end()) {
           seq.finish_reason = FinishReason::kEos;
         } else if (std::any_of(options.stop_token_sequences.begin(), options.stop_token_sequences.end(),
                                [&](const std::vector<int64_t>& s) { return EndsWith(seq.tokens, s); })) {
@@ -351,16 +342,14 @@ absl::StatusOr<std::vector<GeneratedSequence>> Sampler::Run(const std::vector<st
                                                 step_mask.narrow(0, 0, n), &state_->cache));
       }
     }
-  } catch (const c10::Error& e) {
-    return TorchError("Generate failed", e);
-  }
-  return results;
+    return results;
+  });
 }
 
-absl::StatusOr<std::vector<std::vector<float>>> ScoreLogProbs(const Gpt2Model& model,
+absl::StatusOr<std::vector<std::vector<float>>> ScoreLogProbs(const CausalLm& model,
                                                               const std::vector<ScoreRequest>& rows,
                                                               const ScoreOptions& options) {
-  const Gpt2Config& config = model.config();
+  const ModelConfig& config = model.config();
   if (rows.empty()) return absl::InvalidArgumentError("ScoreLogProbs: no rows");
   if (!(options.temperature > 0) || !std::isfinite(options.temperature)) {
     return absl::InvalidArgumentError(absl::StrCat("temperature must be finite and > 0, got ", options.temperature));
@@ -370,19 +359,16 @@ absl::StatusOr<std::vector<std::vector<float>>> ScoreLogProbs(const Gpt2Model& m
   int64_t total = 0;
   for (int64_t i = 0; i < batch; ++i) {
     if (rows[i].prompt.empty()) return absl::InvalidArgumentError(absl::StrCat("rows[", i, "].prompt is empty"));
-    RETURN_IF_ERROR(CheckTokens(rows[i].prompt, absl::StrCat("rows[", i, "].prompt"), config.vocab_size));
-    RETURN_IF_ERROR(CheckTokens(rows[i].response, absl::StrCat("rows[", i, "].response"), config.vocab_size));
+    RETURN_IF_ERROR(CheckTokenIds(rows[i].prompt, config.vocab_size, absl::StrCat("rows[", i, "].prompt")));
+    RETURN_IF_ERROR(CheckTokenIds(rows[i].response, config.vocab_size, absl::StrCat("rows[", i, "].response")));
     const int64_t n = static_cast<int64_t>(rows[i].prompt.size() + rows[i].response.size());
-    if (n > config.n_positions) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("rows[", i, "] has ", n, " tokens, more than n_positions ", config.n_positions));
-    }
+    RETURN_IF_ERROR(CheckSequenceLength(n, config.max_position_embeddings, absl::StrCat("rows[", i, "]")));
     longest = std::max(longest, n);
     total += static_cast<int64_t>(rows[i].response.size());
   }
   std::vector<std::vector<float>> result(batch);
   if (total == 0) return result;
-  try {
+  return TorchBoundary("ScoreLogProbs", [&]() -> absl::StatusOr<std::vector<std::vector<float>>> {
     c10::InferenceMode inference;
     const auto long_cpu = at::TensorOptions().dtype(at::kLong);
     at::Tensor ids = at::zeros({batch, longest}, long_cpu);
@@ -411,7 +397,7 @@ absl::StatusOr<std::vector<std::vector<float>>> ScoreLogProbs(const Gpt2Model& m
     forward.logits = false;
     forward.hidden = true;
     ASSIGN_OR_RETURN(ForwardOutput out, model.Forward(ids, mask, forward));
-    at::Tensor hidden = out.hidden.reshape({batch * longest, config.n_embd});
+    at::Tensor hidden = out.hidden.reshape({batch * longest, config.hidden_size});
     at::Tensor where_dev = where.to(model.device());
     at::Tensor targets_dev = targets.to(model.device());
     std::vector<float> flat(total);
@@ -423,16 +409,19 @@ absl::StatusOr<std::vector<std::vector<float>>> ScoreLogProbs(const Gpt2Model& m
       at::Tensor picked = logp.gather(1, targets_dev.narrow(0, begin, len).view({len, 1})).view({len}).to(at::kCPU);
       std::copy(picked.data_ptr<float>(), picked.data_ptr<float>() + len, flat.begin() + begin);
     }
+    for (int64_t k = 0; k < total; ++k) {
+      if (!std::isfinite(flat[k])) {  // finite weights cannot give this; never hand it to a caller
+        return absl::InternalError(absl::StrCat("ScoreLogProbs: a log-probability is not finite (", flat[k], ")"));
+      }
+    }
     n = 0;
     for (int64_t i = 0; i < batch; ++i) {
       const size_t r = rows[i].response.size();
       result[i].assign(flat.begin() + n, flat.begin() + n + static_cast<int64_t>(r));
       n += static_cast<int64_t>(r);
     }
-  } catch (const c10::Error& e) {
-    return TorchError("ScoreLogProbs failed", e);
-  }
-  return result;
+    return result;
+  });
 }
 
 }  // namespace rlhf::model

@@ -1,4 +1,4 @@
-// Batched sampling from a Gpt2Model with a preallocated KV cache, and log-probabilities of given responses.
+// Batched sampling from a CausalLm with a preallocated KV cache, and log-probabilities of given responses.
 // Token-level and tokenizer-independent (stop strings go through a caller-supplied decode function).
 // This header is LibTorch-free.
 #ifndef RLHF_COMMON_MODEL_SAMPLER_H_
@@ -16,17 +16,18 @@
 
 namespace rlhf::model {
 
-class Gpt2Model;
+class CausalLm;
 
 enum class FinishReason {
   kEos,           // sampled one of SamplingOptions::eos_token_ids
   kStopSequence,  // the response ends with a stop token sequence or its text contains a stop string
   kLength,        // reached max_new_tokens
+  kAbandoned,     // SamplingOptions::abandoned said nobody waits for the row any more
 };
-absl::string_view FinishReasonName(FinishReason reason);  // "eos", "stop", "length"
+absl::string_view FinishReasonName(FinishReason reason);  // "eos", "stop", "length", "abandoned"
 
 struct SamplingOptions {
-  int64_t max_new_tokens = 64;  // >= 1; prompt length + max_new_tokens must fit in n_positions
+  int64_t max_new_tokens = 64;  // >= 1; prompt length + max_new_tokens must fit in max_position_embeddings
   // Logits are divided by the temperature before softmax; 0 means greedy (argmax, ties to the lowest id).
   double temperature = 1.0;
   int64_t top_k = 0;     // keep the k most probable tokens; 0 = all
@@ -40,6 +41,10 @@ struct SamplingOptions {
   // A row's tokens depend only on its prompt and its row seed, not on its batch-mates or the batch's padding.
   uint64_t seed = 0;
   std::vector<uint64_t> row_seeds;
+  // Asked after every step for each running row (its index in the prompts): true drops the row from the batch at
+  // once (FinishReason::kAbandoned, its tokens so far kept), so work whose caller gave up stops costing compute.
+  // Null: rows run to their end.
+  std::function<bool(int64_t row)> abandoned;
 };
 
 // The seed of row `row` of a batch sampled with `seed` (SplitMix64 of both).
@@ -64,11 +69,11 @@ struct GeneratedSequence {
 class Sampler {
  public:
   // `model` must outlive the sampler.
-  static absl::StatusOr<std::unique_ptr<Sampler>> Create(const Gpt2Model* model);
+  static absl::StatusOr<std::unique_ptr<Sampler>> Create(const CausalLm* model);
   ~Sampler();
 
   // One GeneratedSequence per prompt, in order. InvalidArgument for an empty prompt list or prompt, ids outside the
-  // vocabulary, prompt + max_new_tokens beyond n_positions, or bad options.
+  // vocabulary, prompt + max_new_tokens beyond max_position_embeddings, or bad options.
   absl::StatusOr<std::vector<GeneratedSequence>> Generate(const std::vector<std::vector<int64_t>>& prompts,
                                                           const SamplingOptions& options);
   // The same without a cache: every step runs the full forward over prompt + tokens so far (a baseline for
@@ -78,11 +83,11 @@ class Sampler {
 
  private:
   struct State;
-  explicit Sampler(const Gpt2Model* model);
+  explicit Sampler(const CausalLm* model);
   absl::StatusOr<std::vector<GeneratedSequence>> Run(const std::vector<std::vector<int64_t>>& prompts,
                                                      const SamplingOptions& options, bool use_cache);
 
-  const Gpt2Model* model_;
+  const CausalLm* model_;
   std::unique_ptr<State> state_;
 };
 
@@ -99,7 +104,7 @@ struct ScoreOptions {
 // log softmax(logits / temperature)[response[j]] at the position before response[j]. All rows in one batched
 // forward (inference mode, right-padded), the LM head only on response positions. For the reference-logprob
 // service and PPO's old log-probs.
-absl::StatusOr<std::vector<std::vector<float>>> ScoreLogProbs(const Gpt2Model& model,
+absl::StatusOr<std::vector<std::vector<float>>> ScoreLogProbs(const CausalLm& model,
                                                               const std::vector<ScoreRequest>& rows,
                                                               const ScoreOptions& options = {});
 

@@ -1,6 +1,6 @@
 #include "common/serving/model_info.h"
 
-#include "common/model/gpt2.h"
+#include "common/model/causal_lm.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace rlhf::serving {
@@ -10,20 +10,29 @@ void FillModelId(const ServedModel& served, v1::ModelId* id) {
   id->set_version(served.version);
 }
 
-void FillModelInfo(const ModelStore& store, v1::ModelRole role, v1::ModelInfo* info) {
-  const std::shared_ptr<const ServedModel> served = store.Current();
-  FillModelId(*served, info->mutable_model_id());
-  const model::Gpt2Config& config = store.config();
-  v1::ModelConfig* c = info->mutable_config();
-  c->set_n_layer(static_cast<int32_t>(config.n_layer));
-  c->set_n_embd(static_cast<int32_t>(config.n_embd));
-  c->set_n_head(static_cast<int32_t>(config.n_head));
-  c->set_n_positions(static_cast<int32_t>(config.n_positions));
+void FillModelConfig(const model::ModelConfig& config, v1::ModelConfig* c) {
+  c->set_model_type(config.model_type);
+  c->set_n_layer(static_cast<int32_t>(config.num_hidden_layers));
+  c->set_n_embd(static_cast<int32_t>(config.hidden_size));
+  c->set_n_head(static_cast<int32_t>(config.num_attention_heads));
+  c->set_num_key_value_heads(static_cast<int32_t>(config.num_key_value_heads));
+  c->set_head_dim(static_cast<int32_t>(config.head_dim));
+  c->set_intermediate_size(static_cast<int32_t>(config.intermediate_size));
+  c->set_n_positions(static_cast<int32_t>(config.max_position_embeddings));
   c->set_vocab_size(static_cast<int32_t>(config.vocab_size));
-  c->set_layer_norm_epsilon(config.layer_norm_epsilon);
+  c->set_layer_norm_epsilon(config.norm_eps);
   c->set_resid_pdrop(static_cast<float>(config.resid_pdrop));
   c->set_embd_pdrop(static_cast<float>(config.embd_pdrop));
   c->set_attn_pdrop(static_cast<float>(config.attn_pdrop));
+  c->clear_eos_token_ids();
+  for (int64_t id : config.eos_token_ids) c->add_eos_token_ids(static_cast<int32_t>(id));
+}
+
+void FillModelInfo(const ModelStore& store, v1::ModelRole role, v1::ModelInfo* info) {
+  const std::shared_ptr<const ServedModel> served = store.Current();
+  FillModelId(*served, info->mutable_model_id());
+  const model::ModelConfig& config = store.config();
+  FillModelConfig(config, info->mutable_config());
   info->set_parameter_count(served->model->NumParameters());
   info->set_device(store.device());
   info->set_dtype(v1::DTYPE_F32);

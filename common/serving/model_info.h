@@ -11,6 +11,9 @@ namespace rlhf::serving {
 // source, role and provenance metadata.
 void FillModelInfo(const ModelStore& store, v1::ModelRole role, v1::ModelInfo* info);
 
+// The config as rlhf.v1.ModelConfig: family, shape and dropout (the one conversion every service uses).
+void FillModelConfig(const model::ModelConfig& config, v1::ModelConfig* out);
+
 // ModelId{name, version} of a served model.
 void FillModelId(const ServedModel& served, v1::ModelId* id);
 

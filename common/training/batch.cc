@@ -7,10 +7,12 @@
 #include <ATen/ops/from_blob.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/model/token_ids.h"
+#include "common/util/status_macros.h"
 
 namespace rlhf::training {
 
-absl::Status ValidateExamples(const model::Gpt2Config& config, const std::vector<PromptResponse>& examples,
+absl::Status ValidateExamples(const model::ModelConfig& config, const std::vector<PromptResponse>& examples,
                               const std::string& field, bool allow_empty_response) {
   for (size_t i = 0; i < examples.size(); ++i) {
     const PromptResponse& e = examples[i];
@@ -19,19 +21,9 @@ absl::Status ValidateExamples(const model::Gpt2Config& config, const std::vector
       return absl::InvalidArgumentError(absl::StrCat(field, "[", i, "].response is empty"));
     }
     const int64_t n = static_cast<int64_t>(e.prompt.size() + e.response.size());
-    if (n > config.n_positions) {
-      return absl::InvalidArgumentError(absl::StrCat(field, "[", i, "] has ", n, " tokens, more than n_positions ",
-                                                     config.n_positions));
-    }
-    for (const std::vector<int64_t>* ids : {&e.prompt, &e.response}) {
-      for (size_t j = 0; j < ids->size(); ++j) {
-        if ((*ids)[j] < 0 || (*ids)[j] >= config.vocab_size) {
-          return absl::InvalidArgumentError(absl::StrCat(field, "[", i, "].", ids == &e.prompt ? "prompt" : "response",
-                                                         "[", j, "]=", (*ids)[j], " is outside [0, vocab_size ",
-                                                         config.vocab_size, ")"));
-        }
-      }
-    }
+    RETURN_IF_ERROR(model::CheckSequenceLength(n, config.max_position_embeddings, absl::StrCat(field, "[", i, "]")));
+    RETURN_IF_ERROR(model::CheckTokenIds(e.prompt, config.vocab_size, absl::StrCat(field, "[", i, "].prompt")));
+    RETURN_IF_ERROR(model::CheckTokenIds(e.response, config.vocab_size, absl::StrCat(field, "[", i, "].response")));
   }
   return absl::OkStatus();
 }

@@ -10,7 +10,7 @@
 #include <c10/core/Device.h>
 
 #include "absl/status/status.h"
-#include "common/model/gpt2_config.h"
+#include "common/model/model_config.h"
 
 namespace rlhf::training {
 
@@ -29,8 +29,8 @@ struct PackedBatch {
 };
 
 // InvalidArgument naming "<field>[i]" for an example with an empty prompt (or response, unless allowed), a token id
-// outside the vocabulary, or more than n_positions tokens.
-absl::Status ValidateExamples(const model::Gpt2Config& config, const std::vector<PromptResponse>& examples,
+// outside the vocabulary, or more than max_position_embeddings tokens.
+absl::Status ValidateExamples(const model::ModelConfig& config, const std::vector<PromptResponse>& examples,
                               const std::string& field, bool allow_empty_response = false);
 
 // Packs prompt + response rows, right-padded to the longest row.

@@ -9,7 +9,7 @@
 #include <c10/core/GradMode.h>
 
 #include "absl/strings/str_cat.h"
-#include "common/training/torch_guard.h"
+#include "common/model/torch_boundary.h"
 #include "common/util/status_macros.h"
 
 namespace rlhf::training {
@@ -67,7 +67,7 @@ absl::StatusOr<std::unique_ptr<AdamW>> AdamW::Create(std::vector<model::NamedTen
                                                      const OptimizerOptions& options) {
   RETURN_IF_ERROR(ValidateOptimizerOptions(options));
   if (parameters.empty()) return absl::InvalidArgumentError("AdamW: no parameters to optimise");
-  return TorchGuard("AdamW::Create", [&]() -> absl::StatusOr<std::unique_ptr<AdamW>> {
+  return model::TorchBoundary("AdamW::Create", [&]() -> absl::StatusOr<std::unique_ptr<AdamW>> {
     return std::unique_ptr<AdamW>(new AdamW(std::move(parameters), options));
   });
 }
@@ -85,7 +85,7 @@ void AdamW::ZeroGrad() {
 }
 
 absl::StatusOr<OptimizerStep> AdamW::Step() {
-  return TorchGuard("AdamW::Step", [&]() -> absl::StatusOr<OptimizerStep> {
+  return model::TorchBoundary("AdamW::Step", [&]() -> absl::StatusOr<OptimizerStep> {
     c10::NoGradGuard no_grad;
     std::vector<at::Tensor> norms;
     for (const model::NamedTensor& p : parameters_) {
@@ -150,7 +150,7 @@ absl::Status AdamW::RestoreState(const std::map<std::string, at::Tensor>& tensor
       }
     }
   }
-  return TorchGuard("AdamW::RestoreState", [&]() -> absl::Status {
+  return model::TorchBoundary("AdamW::RestoreState", [&]() -> absl::Status {
     c10::NoGradGuard no_grad;
     for (size_t i = 0; i < parameters_.size(); ++i) {
       const at::Tensor& param = parameters_[i].tensor;

@@ -14,7 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "common/model/gpt2.h"
+#include "common/model/causal_lm.h"
 
 namespace rlhf::training {
 
@@ -47,7 +47,7 @@ struct OptimizerStep {
 // Thread safety: none; the trainer owns it.
 class AdamW {
  public:
-  // `parameters` are leaf tensors with requires_grad (Gpt2Model::NamedParameters()).
+  // `parameters` are leaf tensors with requires_grad (CausalLm::NamedParameters()).
   static absl::StatusOr<std::unique_ptr<AdamW>> Create(std::vector<model::NamedTensor> parameters,
                                                        const OptimizerOptions& options);
 

@@ -13,10 +13,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/model/token_ids.h"
+#include "common/model/torch_boundary.h"
 #include "common/rl/lm_losses.h"
 #include "common/rl/ppo_math.h"
 #include "common/training/batch.h"
-#include "common/training/torch_guard.h"
 #include "common/util/status_macros.h"
 
 namespace rlhf::training {
@@ -79,7 +80,7 @@ struct PolicyOutputs {
   at::Tensor logits;
 };
 
-absl::StatusOr<PolicyOutputs> PolicyLogProbs(const model::Gpt2Model& policy, const RolloutTensors& t,
+absl::StatusOr<PolicyOutputs> PolicyLogProbs(const model::CausalLm& policy, const RolloutTensors& t,
                                              double temperature) {
   model::ForwardOptions fo;
   fo.logits = false;
@@ -94,7 +95,7 @@ absl::StatusOr<PolicyOutputs> PolicyLogProbs(const model::Gpt2Model& policy, con
   return PolicyOutputs{logprobs, logits};
 }
 
-absl::StatusOr<at::Tensor> Values(const model::Gpt2Model& value, const RolloutTensors& t) {
+absl::StatusOr<at::Tensor> Values(const model::CausalLm& value, const RolloutTensors& t) {
   model::ForwardOptions fo;
   fo.logits = false;
   fo.values = true;
@@ -144,7 +145,7 @@ absl::Status ValidatePpoOptions(const PpoOptions& o) {
   return absl::OkStatus();
 }
 
-absl::Status InitValueHeadFromRewardHead(model::Gpt2Model& model) {
+absl::Status InitValueHeadFromRewardHead(model::CausalLm& model) {
   at::Tensor score_w, score_b, value_w, value_b;
   for (const model::NamedTensor& p : model.NamedParameters()) {
     if (p.name == "score.weight") score_w = p.tensor;
@@ -155,7 +156,7 @@ absl::Status InitValueHeadFromRewardHead(model::Gpt2Model& model) {
   if (!score_w.defined() || !value_w.defined()) {
     return absl::InvalidArgumentError("InitValueHeadFromRewardHead needs a model with a reward head and a value head");
   }
-  return TorchGuard("InitValueHeadFromRewardHead", [&]() -> absl::Status {
+  return model::TorchBoundary("InitValueHeadFromRewardHead", [&]() -> absl::Status {
     c10::NoGradGuard no_grad;
     value_w.copy_(score_w.reshape(value_w.sizes()));
     if (value_b.defined() && score_b.defined()) value_b.copy_(score_b.reshape(value_b.sizes()));
@@ -163,11 +164,11 @@ absl::Status InitValueHeadFromRewardHead(model::Gpt2Model& model) {
   });
 }
 
-PpoLearner::PpoLearner(std::shared_ptr<model::Gpt2Model> policy, std::shared_ptr<model::Gpt2Model> value)
+PpoLearner::PpoLearner(std::shared_ptr<model::CausalLm> policy, std::shared_ptr<model::CausalLm> value)
     : policy_(std::move(policy)), value_(std::move(value)) {}
 
-absl::StatusOr<std::unique_ptr<PpoLearner>> PpoLearner::Create(std::shared_ptr<model::Gpt2Model> policy,
-                                                               std::shared_ptr<model::Gpt2Model> value) {
+absl::StatusOr<std::unique_ptr<PpoLearner>> PpoLearner::Create(std::shared_ptr<model::CausalLm> policy,
+                                                               std::shared_ptr<model::CausalLm> value) {
   if (!policy || !value) return absl::InvalidArgumentError("PpoLearner needs a policy and a value model");
   if (!value->has_value_head()) return absl::InvalidArgumentError("the value model has no value head");
   if (policy.get() == value.get()) return absl::InvalidArgumentError("the policy and the value model must differ");
@@ -211,26 +212,16 @@ absl::StatusOr<PpoStepStats> PpoLearner::Step(const std::vector<Rollout>& rollou
   const auto start = Clock::now();
   RETURN_IF_ERROR(ValidatePpoOptions(options));
   if (rollouts.empty()) return absl::InvalidArgumentError("rollouts is empty");
-  const model::Gpt2Config& config = policy_->config();
+  const model::ModelConfig& config = policy_->config();
   for (size_t i = 0; i < rollouts.size(); ++i) {
     const Rollout& r = rollouts[i];
     const std::string at = absl::StrCat("rollouts[", i, "]");
     if (r.prompt.empty()) return absl::InvalidArgumentError(at + ".prompt_token_ids is empty");
     if (r.response.empty()) return absl::InvalidArgumentError(at + ".response_token_ids is empty");
     const int64_t n = static_cast<int64_t>(r.prompt.size() + r.response.size());
-    if (n > config.n_positions) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(at, " has ", n, " tokens, more than n_positions ", config.n_positions));
-    }
-    for (const auto* ids : {&r.prompt, &r.response}) {
-      for (size_t j = 0; j < ids->size(); ++j) {
-        if ((*ids)[j] < 0 || (*ids)[j] >= config.vocab_size) {
-          return absl::InvalidArgumentError(absl::StrCat(at, ids == &r.prompt ? ".prompt_token_ids[" : ".response_token_ids[",
-                                                         j, "]=", (*ids)[j], " is outside [0, vocab_size ",
-                                                         config.vocab_size, ")"));
-        }
-      }
-    }
+    RETURN_IF_ERROR(model::CheckSequenceLength(n, config.max_position_embeddings, at));
+    RETURN_IF_ERROR(model::CheckTokenIds(r.prompt, config.vocab_size, at + ".prompt_token_ids"));
+    RETURN_IF_ERROR(model::CheckTokenIds(r.response, config.vocab_size, at + ".response_token_ids"));
     if (!r.sampling_logprobs.empty() && r.sampling_logprobs.size() != r.response.size()) {
       return absl::InvalidArgumentError(absl::StrCat(at, ".sampling_logprobs has ", r.sampling_logprobs.size(),
                                                      " entries, the response ", r.response.size(), " tokens"));
@@ -243,15 +234,17 @@ absl::StatusOr<PpoStepStats> PpoLearner::Step(const std::vector<Rollout>& rollou
     if (!std::isfinite(r.score)) return absl::InvalidArgumentError(at + ".reward_score is not finite");
   }
   for (size_t i = 0; i < ptx.sequences.size(); ++i) {
-    if (ptx.sequences[i].size() < 2 || static_cast<int64_t>(ptx.sequences[i].size()) > config.n_positions) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("ptx.examples[", i, "] must have 2 to n_positions (", config.n_positions, ") tokens"));
+    if (ptx.sequences[i].size() < 2 ||
+        static_cast<int64_t>(ptx.sequences[i].size()) > config.max_position_embeddings) {
+      return absl::InvalidArgumentError(absl::StrCat("ptx.examples[", i, "] must have 2 to max_position_embeddings (",
+                                                     config.max_position_embeddings, ") tokens"));
     }
+    RETURN_IF_ERROR(model::CheckTokenIds(ptx.sequences[i], config.vocab_size, absl::StrCat("ptx.examples[", i, "]")));
   }
   if (!(ptx.gamma >= 0) || !std::isfinite(ptx.gamma)) return absl::InvalidArgumentError("ptx.gamma_ptx must be >= 0");
   RETURN_IF_ERROR(Prepare(options));
 
-  return TorchGuard("PpoLearner::Step", [&]() -> absl::StatusOr<PpoStepStats> {
+  return model::TorchBoundary("PpoLearner::Step", [&]() -> absl::StatusOr<PpoStepStats> {
     PpoStepStats stats;
     const int64_t b = static_cast<int64_t>(rollouts.size());
     std::vector<const Rollout*> all;

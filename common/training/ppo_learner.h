@@ -16,7 +16,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
-#include "common/model/gpt2.h"
+#include "common/model/causal_lm.h"
 #include "common/rl/kl.h"
 #include "common/training/optimizer.h"
 
@@ -89,8 +89,8 @@ class PpoLearner {
   // `policy` is the language model being trained; `value` a model with a value head (e.g. the reward model with its
   // head copied by InitValueHeadFromRewardHead). Both stay shared with the caller, who may export or save them
   // between steps.
-  static absl::StatusOr<std::unique_ptr<PpoLearner>> Create(std::shared_ptr<model::Gpt2Model> policy,
-                                                            std::shared_ptr<model::Gpt2Model> value);
+  static absl::StatusOr<std::unique_ptr<PpoLearner>> Create(std::shared_ptr<model::CausalLm> policy,
+                                                            std::shared_ptr<model::CausalLm> value);
 
   // One PPO iteration. InvalidArgument naming the rollout and field (rollouts[3].reference_logprobs has 5 entries,
   // the response 6 tokens) or the option; nothing changes then. The KL controller is (re)created when options.kl
@@ -98,10 +98,10 @@ class PpoLearner {
   absl::StatusOr<PpoStepStats> Step(const std::vector<Rollout>& rollouts, const PpoOptions& options,
                                     const PtxBatch& ptx = {});
 
-  model::Gpt2Model& policy() { return *policy_; }
-  model::Gpt2Model& value() { return *value_; }
-  std::shared_ptr<model::Gpt2Model> shared_policy() const { return policy_; }
-  std::shared_ptr<model::Gpt2Model> shared_value() const { return value_; }
+  model::CausalLm& policy() { return *policy_; }
+  model::CausalLm& value() { return *value_; }
+  std::shared_ptr<model::CausalLm> shared_policy() const { return policy_; }
+  std::shared_ptr<model::CausalLm> shared_value() const { return value_; }
   int64_t steps() const { return state_.steps; }
   // The coefficient the next step uses (the controller's, or the configured one before the first step).
   double beta() const;
@@ -116,10 +116,10 @@ class PpoLearner {
   absl::Status Restore(const std::map<std::string, at::Tensor>& tensors, const PpoLearnerState& state);
 
  private:
-  PpoLearner(std::shared_ptr<model::Gpt2Model> policy, std::shared_ptr<model::Gpt2Model> value);
+  PpoLearner(std::shared_ptr<model::CausalLm> policy, std::shared_ptr<model::CausalLm> value);
   absl::Status Prepare(const PpoOptions& options);
 
-  std::shared_ptr<model::Gpt2Model> policy_, value_;
+  std::shared_ptr<model::CausalLm> policy_, value_;
   std::unique_ptr<AdamW> policy_optimizer_, value_optimizer_;
   std::unique_ptr<rl::KlController> kl_controller_;
   std::map<std::string, at::Tensor> ema_;
@@ -130,7 +130,7 @@ class PpoLearner {
 
 // Copies the reward head (score.weight, score.bias) into the value head of `model` (InstructGPT: the value function
 // starts from the reward model). InvalidArgument unless the model has both heads.
-absl::Status InitValueHeadFromRewardHead(model::Gpt2Model& model);
+absl::Status InitValueHeadFromRewardHead(model::CausalLm& model);
 
 // "fixed:0.02", "adaptive:0.1:6:10000": the identity of a controller configuration.
 std::string KlConfigKey(const rl::KlControllerOptions& options);

@@ -9,14 +9,15 @@
 #include <c10/core/GradMode.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/model/token_ids.h"
+#include "common/model/torch_boundary.h"
 #include "common/rl/lm_losses.h"
-#include "common/training/torch_guard.h"
 #include "common/util/status_macros.h"
 
 namespace rlhf::training {
 namespace {
 
-absl::Status ValidateGroups(const model::Gpt2Config& config, const std::vector<ComparisonGroup>& groups,
+absl::Status ValidateGroups(const model::ModelConfig& config, const std::vector<ComparisonGroup>& groups,
                             const std::string& field) {
   for (size_t i = 0; i < groups.size(); ++i) {
     const ComparisonGroup& g = groups[i];
@@ -30,32 +31,19 @@ absl::Status ValidateGroups(const model::Gpt2Config& config, const std::vector<C
         return absl::InvalidArgumentError(absl::StrCat(at, " has a pair (", w, ", ", l, ") outside its ", k, " responses"));
       }
     }
+    RETURN_IF_ERROR(model::CheckTokenIds(g.prompt, config.vocab_size, at + ".prompt"));
     for (size_t r = 0; r < g.responses.size(); ++r) {
+      const std::string response = absl::StrCat(at, ".responses[", r, "]");
       const int64_t n = static_cast<int64_t>(g.prompt.size() + g.responses[r].size());
-      if (n > config.n_positions) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(at, ".responses[", r, "] has ", n, " tokens with its prompt, more than n_positions ",
-                         config.n_positions));
-      }
-      for (int64_t id : g.responses[r]) {
-        if (id < 0 || id >= config.vocab_size) {
-          return absl::InvalidArgumentError(absl::StrCat(at, ".responses[", r, "] has token id ", id,
-                                                         " outside [0, vocab_size ", config.vocab_size, ")"));
-        }
-      }
-    }
-    for (int64_t id : g.prompt) {
-      if (id < 0 || id >= config.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat(at, ".prompt has token id ", id, " outside [0, vocab_size ",
-                                                       config.vocab_size, ")"));
-      }
+      RETURN_IF_ERROR(model::CheckSequenceLength(n, config.max_position_embeddings, response, " with its prompt"));
+      RETURN_IF_ERROR(model::CheckTokenIds(g.responses[r], config.vocab_size, response));
     }
   }
   return absl::OkStatus();
 }
 
 // Scores of every response of `groups` (in group order, then response order), in forwards of at most `max_rows`.
-absl::StatusOr<at::Tensor> GroupScores(const model::Gpt2Model& model, const std::vector<const ComparisonGroup*>& groups,
+absl::StatusOr<at::Tensor> GroupScores(const model::CausalLm& model, const std::vector<const ComparisonGroup*>& groups,
                                        int32_t max_rows) {
   std::vector<PromptResponse> rows;
   for (const ComparisonGroup* g : groups) {
@@ -90,7 +78,7 @@ std::pair<at::Tensor, at::Tensor> PairIndices(const std::vector<const Comparison
   return {at::tensor(winners, opts).to(device), at::tensor(losers, opts).to(device)};
 }
 
-absl::StatusOr<rl::RankingLossResult> BatchLoss(const model::Gpt2Model& model,
+absl::StatusOr<rl::RankingLossResult> BatchLoss(const model::CausalLm& model,
                                                 const std::vector<const ComparisonGroup*>& groups, int32_t max_rows) {
   ASSIGN_OR_RETURN(at::Tensor scores, GroupScores(model, groups, max_rows));
   auto [winners, losers] = PairIndices(groups, model.device());
@@ -99,11 +87,11 @@ absl::StatusOr<rl::RankingLossResult> BatchLoss(const model::Gpt2Model& model,
 
 }  // namespace
 
-absl::StatusOr<PairwiseMetrics> EvaluatePairs(const model::Gpt2Model& model, const std::vector<ComparisonGroup>& groups,
+absl::StatusOr<PairwiseMetrics> EvaluatePairs(const model::CausalLm& model, const std::vector<ComparisonGroup>& groups,
                                               int32_t max_sequences_per_forward) {
   if (groups.empty()) return absl::InvalidArgumentError("no comparisons to evaluate");
   RETURN_IF_ERROR(ValidateGroups(model.config(), groups, "groups"));
-  return TorchGuard("EvaluatePairs", [&]() -> absl::StatusOr<PairwiseMetrics> {
+  return model::TorchBoundary("EvaluatePairs", [&]() -> absl::StatusOr<PairwiseMetrics> {
     c10::NoGradGuard no_grad;
     PairwiseMetrics m;
     double loss_sum = 0, right = 0;
@@ -122,7 +110,7 @@ absl::StatusOr<PairwiseMetrics> EvaluatePairs(const model::Gpt2Model& model, con
   });
 }
 
-absl::StatusOr<RewardTrainingResult> TrainRewardModel(model::Gpt2Model& model, const std::vector<ComparisonGroup>& train,
+absl::StatusOr<RewardTrainingResult> TrainRewardModel(model::CausalLm& model, const std::vector<ComparisonGroup>& train,
                                                       const std::vector<ComparisonGroup>& validation,
                                                       const RewardTrainingOptions& options,
                                                       const ProgressSink& progress) {
@@ -140,7 +128,7 @@ absl::StatusOr<RewardTrainingResult> TrainRewardModel(model::Gpt2Model& model, c
   if (optimizer_options.total_steps == 0) optimizer_options.total_steps = total_steps;
   ASSIGN_OR_RETURN(std::unique_ptr<AdamW> optimizer, AdamW::Create(model.NamedParameters(), optimizer_options));
 
-  return TorchGuard("TrainRewardModel", [&]() -> absl::StatusOr<RewardTrainingResult> {
+  return model::TorchBoundary("TrainRewardModel", [&]() -> absl::StatusOr<RewardTrainingResult> {
     model.SetTraining(false);  // dropout off: the scores of one batch are compared with each other
     RewardTrainingResult result;
     const auto start = std::chrono::steady_clock::now();
@@ -207,12 +195,12 @@ absl::StatusOr<RewardTrainingResult> TrainRewardModel(model::Gpt2Model& model, c
   });
 }
 
-absl::StatusOr<std::vector<float>> ScoreSequences(const model::Gpt2Model& model,
+absl::StatusOr<std::vector<float>> ScoreSequences(const model::CausalLm& model,
                                                   const std::vector<PromptResponse>& sequences, int32_t batch_size) {
   if (!model.has_reward_head()) return absl::InvalidArgumentError("the model has no reward head");
   if (batch_size <= 0) return absl::InvalidArgumentError("batch_size must be > 0");
   RETURN_IF_ERROR(ValidateExamples(model.config(), sequences, "sequences", /*allow_empty_response=*/true));
-  return TorchGuard("ScoreSequences", [&]() -> absl::StatusOr<std::vector<float>> {
+  return model::TorchBoundary("ScoreSequences", [&]() -> absl::StatusOr<std::vector<float>> {
     c10::NoGradGuard no_grad;
     std::vector<float> out;
     out.reserve(sequences.size());
@@ -231,16 +219,16 @@ absl::StatusOr<std::vector<float>> ScoreSequences(const model::Gpt2Model& model,
   });
 }
 
-absl::StatusOr<double> RewardBias(const model::Gpt2Model& model) {
+absl::StatusOr<double> RewardBias(const model::CausalLm& model) {
   for (const model::NamedTensor& p : model.NamedParameters()) {
     if (p.name == "score.bias") {
-      return TorchGuard("RewardBias", [&]() -> absl::StatusOr<double> { return p.tensor.item<double>(); });
+      return model::TorchBoundary("RewardBias", [&]() -> absl::StatusOr<double> { return p.tensor.item<double>(); });
     }
   }
   return absl::InvalidArgumentError("the model has no reward head (score.bias)");
 }
 
-absl::StatusOr<double> NormalizeRewardModel(model::Gpt2Model& model, const std::vector<PromptResponse>& demonstrations) {
+absl::StatusOr<double> NormalizeRewardModel(model::CausalLm& model, const std::vector<PromptResponse>& demonstrations) {
   if (demonstrations.empty()) return absl::InvalidArgumentError("no demonstrations to normalise on");
   ASSIGN_OR_RETURN(std::vector<float> scores, ScoreSequences(model, demonstrations));
   double mean = 0;
@@ -248,7 +236,7 @@ absl::StatusOr<double> NormalizeRewardModel(model::Gpt2Model& model, const std::
   mean /= static_cast<double>(scores.size());
   for (const model::NamedTensor& p : model.NamedParameters()) {
     if (p.name != "score.bias") continue;
-    return TorchGuard("NormalizeRewardModel", [&]() -> absl::StatusOr<double> {
+    return model::TorchBoundary("NormalizeRewardModel", [&]() -> absl::StatusOr<double> {
       c10::NoGradGuard no_grad;
       p.tensor.sub_(mean);
       return p.tensor.item<double>();

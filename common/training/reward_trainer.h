@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "common/model/gpt2.h"
+#include "common/model/causal_lm.h"
 #include "common/training/batch.h"
 #include "common/training/events.h"
 #include "common/training/optimizer.h"
@@ -48,26 +48,26 @@ struct RewardTrainingResult {
 
 // Trains the reward head and the transformer of `model` (which must have a reward head) in place; eval mode at the
 // end. Dropout is off. InvalidArgument for empty data or a malformed group (naming train[i] / validation[i]).
-absl::StatusOr<RewardTrainingResult> TrainRewardModel(model::Gpt2Model& model, const std::vector<ComparisonGroup>& train,
+absl::StatusOr<RewardTrainingResult> TrainRewardModel(model::CausalLm& model, const std::vector<ComparisonGroup>& train,
                                                       const std::vector<ComparisonGroup>& validation,
                                                       const RewardTrainingOptions& options,
                                                       const ProgressSink& progress);
 
 // Loss and pairwise accuracy of `model` on `groups`, no gradient.
-absl::StatusOr<PairwiseMetrics> EvaluatePairs(const model::Gpt2Model& model, const std::vector<ComparisonGroup>& groups,
+absl::StatusOr<PairwiseMetrics> EvaluatePairs(const model::CausalLm& model, const std::vector<ComparisonGroup>& groups,
                                               int32_t max_sequences_per_forward = 256);
 
 // Reward-head scores of prompt + response sequences (score.bias included), no gradient.
-absl::StatusOr<std::vector<float>> ScoreSequences(const model::Gpt2Model& model,
+absl::StatusOr<std::vector<float>> ScoreSequences(const model::CausalLm& model,
                                                   const std::vector<PromptResponse>& sequences,
                                                   int32_t batch_size = 128);
 
 // InstructGPT's normalisation: shifts score.bias so that `demonstrations` score 0 on average. Returns the new bias.
 // InvalidArgument for no demonstrations or a model without a reward head.
-absl::StatusOr<double> NormalizeRewardModel(model::Gpt2Model& model, const std::vector<PromptResponse>& demonstrations);
+absl::StatusOr<double> NormalizeRewardModel(model::CausalLm& model, const std::vector<PromptResponse>& demonstrations);
 
 // The current score.bias (the normalisation bias).
-absl::StatusOr<double> RewardBias(const model::Gpt2Model& model);
+absl::StatusOr<double> RewardBias(const model::CausalLm& model);
 
 }  // namespace rlhf::training
 

@@ -10,8 +10,8 @@
 #include <torch/utils.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/model/torch_boundary.h"
 #include "common/rl/lm_losses.h"
-#include "common/training/torch_guard.h"
 #include "common/util/status_macros.h"
 
 namespace rlhf::training {
@@ -22,7 +22,7 @@ struct MicroBatchLoss {
   int64_t tokens = 0;
 };
 
-absl::StatusOr<MicroBatchLoss> ResponseLoss(const model::Gpt2Model& model, const std::vector<const PromptResponse*>& rows) {
+absl::StatusOr<MicroBatchLoss> ResponseLoss(const model::CausalLm& model, const std::vector<const PromptResponse*>& rows) {
   PackedBatch batch = PackPromptResponses(rows, model.device());
   ASSIGN_OR_RETURN(model::ForwardOutput out, model.Forward(batch.ids, batch.mask));
   const int64_t t = batch.ids.size(1);
@@ -33,24 +33,24 @@ absl::StatusOr<MicroBatchLoss> ResponseLoss(const model::Gpt2Model& model, const
 }
 
 // A copy of the weights, to come back to the selected epoch without a checkpoint on disk.
-std::map<std::string, at::Tensor> CopyWeights(const model::Gpt2Model& model) {
+std::map<std::string, at::Tensor> CopyWeights(const model::CausalLm& model) {
   std::map<std::string, at::Tensor> copy;
   for (const model::NamedTensor& p : model.NamedParameters()) copy[p.name] = p.tensor.detach().clone();
   return copy;
 }
 
-void RestoreWeights(const std::map<std::string, at::Tensor>& copy, model::Gpt2Model& model) {
+void RestoreWeights(const std::map<std::string, at::Tensor>& copy, model::CausalLm& model) {
   c10::NoGradGuard no_grad;
   for (const model::NamedTensor& p : model.NamedParameters()) p.tensor.copy_(copy.at(p.name));
 }
 
 }  // namespace
 
-absl::StatusOr<double> EvaluateResponseLoss(const model::Gpt2Model& model, const std::vector<PromptResponse>& examples,
+absl::StatusOr<double> EvaluateResponseLoss(const model::CausalLm& model, const std::vector<PromptResponse>& examples,
                                             int32_t batch_size) {
   if (examples.empty()) return absl::InvalidArgumentError("no examples to evaluate");
   if (batch_size <= 0) return absl::InvalidArgumentError("batch_size must be > 0");
-  return TorchGuard("EvaluateResponseLoss", [&]() -> absl::StatusOr<double> {
+  return model::TorchBoundary("EvaluateResponseLoss", [&]() -> absl::StatusOr<double> {
     c10::NoGradGuard no_grad;
     double sum = 0;
     int64_t tokens = 0;
@@ -65,7 +65,7 @@ absl::StatusOr<double> EvaluateResponseLoss(const model::Gpt2Model& model, const
   });
 }
 
-absl::StatusOr<SftResult> TrainSft(model::Gpt2Model& model, const std::vector<PromptResponse>& train,
+absl::StatusOr<SftResult> TrainSft(model::CausalLm& model, const std::vector<PromptResponse>& train,
                                    const std::vector<PromptResponse>& validation, const SftOptions& options,
                                    const ProgressSink& progress) {
   if (train.empty()) return absl::InvalidArgumentError("no training examples");
@@ -91,7 +91,7 @@ absl::StatusOr<SftResult> TrainSft(model::Gpt2Model& model, const std::vector<Pr
   ASSIGN_OR_RETURN(std::unique_ptr<AdamW> optimizer, AdamW::Create(model.NamedParameters(), optimizer_options));
   RETURN_IF_ERROR(model.SetDropout(options.dropout, options.dropout, options.dropout));
 
-  return TorchGuard("TrainSft", [&]() -> absl::StatusOr<SftResult> {
+  return model::TorchBoundary("TrainSft", [&]() -> absl::StatusOr<SftResult> {
     torch::manual_seed(options.seed);
     SftResult result;
     double best = -std::numeric_limits<double>::infinity();

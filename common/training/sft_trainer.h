@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "common/model/gpt2.h"
+#include "common/model/causal_lm.h"
 #include "common/training/batch.h"
 #include "common/training/events.h"
 #include "common/training/optimizer.h"
@@ -34,12 +34,12 @@ struct SftOptions {
   uint64_t seed = 0;                   // shuffling and dropout
   int64_t max_steps = 0;               // stop after this many optimiser steps; 0: no cap
   int32_t eval_interval_steps = 0;     // validation every N steps; 0: at the end of each epoch
-  // Per-epoch checkpoints "<checkpoint_dir>/epoch-<n>" (Gpt2Model::Save, plus `save_extra` for e.g. tokenizer
+  // Per-epoch checkpoints "<checkpoint_dir>/epoch-<n>" (CausalLm::Save, plus `save_extra` for e.g. tokenizer
   // files) when non-empty.
   std::string checkpoint_dir;
   std::function<absl::Status(const std::string& dir)> save_extra;
   EpochSelection selection = EpochSelection::kLast;
-  std::function<absl::StatusOr<double>(const model::Gpt2Model&)> epoch_score;  // kScore only
+  std::function<absl::StatusOr<double>(const model::CausalLm&)> epoch_score;  // kScore only
 };
 
 struct SftResult {
@@ -52,14 +52,14 @@ struct SftResult {
 
 // Trains `model` in place; at the end it holds the selected epoch's weights and is in eval mode.
 // InvalidArgument for empty training data, an example with an empty prompt or response, a sequence longer than
-// n_positions (naming train[i] / validation[i]), bad options (naming the field), or a selection that needs what is
+// max_position_embeddings (naming train[i] / validation[i]), bad options (naming the field), or a selection that needs what is
 // missing (validation data, epoch_score).
-absl::StatusOr<SftResult> TrainSft(model::Gpt2Model& model, const std::vector<PromptResponse>& train,
+absl::StatusOr<SftResult> TrainSft(model::CausalLm& model, const std::vector<PromptResponse>& train,
                                    const std::vector<PromptResponse>& validation, const SftOptions& options,
                                    const ProgressSink& progress);
 
 // Mean response-token NLL (nats per token) of `examples` under `model`, in eval mode, no gradient.
-absl::StatusOr<double> EvaluateResponseLoss(const model::Gpt2Model& model, const std::vector<PromptResponse>& examples,
+absl::StatusOr<double> EvaluateResponseLoss(const model::CausalLm& model, const std::vector<PromptResponse>& examples,
                                             int32_t batch_size);
 
 }  // namespace rlhf::training

@@ -47,6 +47,14 @@ bool IsDirectory(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+absl::Status RemoveFile(const std::string& path) {
+  if (::unlink(path.c_str()) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return ErrnoStatus("cannot remove", path, errno);
+  }
+  return SyncDirectory(DirName(path));
+}
+
 absl::Status CopyFileAtomically(const std::string& from, const std::string& to) {
   absl::StatusOr<std::string> bytes = ReadFile(from);
   if (!bytes.ok()) return bytes.status();

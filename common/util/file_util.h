@@ -38,6 +38,9 @@ absl::Status MakeDirectories(const std::string& dir);
 bool PathExists(const std::string& path);
 bool IsDirectory(const std::string& path);
 
+// Removes the file at `path`, then syncs its folder; OK when nothing is there.
+absl::Status RemoveFile(const std::string& path);
+
 // ReadFile(from), then WriteFileAtomically(to).
 absl::Status CopyFileAtomically(const std::string& from, const std::string& to);
 

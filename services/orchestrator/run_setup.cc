@@ -2,7 +2,7 @@
 
 
 #include "absl/strings/str_cat.h"
-#include "common/model/gpt2.h"
+#include "common/model/causal_lm.h"
 #include "common/task/builtin_task.h"
 #include "common/tokenizer/byte_tokenizer.h"
 #include "common/tokenizer/tokenizer.h"
@@ -51,7 +51,7 @@ absl::StatusOr<RunFiles> PrepareRun(const v1::RunConfig& config, const std::stri
       if (!util::PathExists(path)) return absl::NotFoundError(absl::StrCat("config.", field, ": ", path, " does not exist"));
     }
   }
-  model::Gpt2Options options;
+  model::ModelOptions options;
   options.init_seed = config.seed();
   if (config.model().has_config() && !util::PathExists(f.init_model + "/model.safetensors")) {
     std::unique_ptr<tokenizer::Tokenizer> tok;
@@ -65,24 +65,22 @@ absl::StatusOr<RunFiles> PrepareRun(const v1::RunConfig& config, const std::stri
     }
     ASSIGN_OR_RETURN(tok, tokenizer::LoadTokenizer(f.init_model));
     const v1::ModelConfig& m = config.model().config();
-    model::Gpt2Config c;
-    c.n_layer = m.n_layer();
-    c.n_embd = m.n_embd();
-    c.n_head = m.n_head();
-    c.n_positions = m.n_positions();
+    model::ModelConfig c;
+    c.SetShape(m.n_layer(), m.n_embd(), m.n_head());
+    c.max_position_embeddings = m.n_positions();
     c.vocab_size = tok->VocabSize();
-    if (m.layer_norm_epsilon() > 0) c.layer_norm_epsilon = m.layer_norm_epsilon();
+    if (m.layer_norm_epsilon() > 0) c.norm_eps = m.layer_norm_epsilon();
     c.resid_pdrop = m.resid_pdrop();
     c.embd_pdrop = m.embd_pdrop();
     c.attn_pdrop = m.attn_pdrop();
-    if (tok->EosId()) c.eos_token_id = *tok->EosId();
+    if (tok->EosId()) c.eos_token_ids = {*tok->EosId()};
     if (tok->PadId()) c.pad_token_id = *tok->PadId();
-    ASSIGN_OR_RETURN(std::unique_ptr<model::Gpt2Model> init, model::Gpt2Model::Create(c, options));
+    ASSIGN_OR_RETURN(std::unique_ptr<model::CausalLm> init, model::CreateModel(c, options));
     RETURN_IF_ERROR(init->Save(f.init_model, {{"rlhf.stage", "init"}}));
   }
   if (!util::PathExists(f.init_reward_model + "/model.safetensors")) {
     options.reward_head = true;
-    ASSIGN_OR_RETURN(std::unique_ptr<model::Gpt2Model> rm, model::Gpt2Model::Load(f.init_model, options));
+    ASSIGN_OR_RETURN(std::unique_ptr<model::CausalLm> rm, model::LoadModel(f.init_model, options));
     RETURN_IF_ERROR(rm->Save(f.init_reward_model, {{"rlhf.stage", "init"}}));
     for (const char* name : {"tokenizer.json", "encoder.json", "vocab.bpe"}) {
       const std::string from = absl::StrCat(f.init_model, "/", name);

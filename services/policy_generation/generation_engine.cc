@@ -1,10 +1,12 @@
 #include "services/policy_generation/generation_engine.h"
 
+#include <algorithm>
 #include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "common/model/gpt2.h"
+#include "common/model/causal_lm.h"
+#include "common/model/token_ids.h"
 #include "common/util/status_macros.h"
 
 namespace rlhf::generation {
@@ -26,7 +28,7 @@ GenerationEngine::~GenerationEngine() { Shutdown(); }
 void GenerationEngine::Shutdown() { batcher_.Shutdown(); }
 
 absl::Status GenerationEngine::Validate(const GenerationRequest& r) const {
-  const model::Gpt2Config& config = store_->config();
+  const model::ModelConfig& config = store_->config();
   if (r.prompts.empty()) return absl::InvalidArgumentError("prompts is empty");
   if (static_cast<int64_t>(r.prompts.size()) > options_.max_prompts) {
     return absl::InvalidArgumentError(
@@ -43,17 +45,12 @@ absl::Status GenerationEngine::Validate(const GenerationRequest& r) const {
   if (!(r.top_p > 0) || r.top_p > 1) {
     return absl::InvalidArgumentError(absl::StrCat("sampling.top_p=", r.top_p, " is outside (0, 1]"));
   }
-  const int64_t max_new = std::min(options_.max_new_tokens, config.n_positions - 1);
+  const int64_t max_new = std::min(options_.max_new_tokens, config.max_position_embeddings - 1);
   if (r.max_new_tokens < 1 || r.max_new_tokens > max_new) {
     return absl::InvalidArgumentError(
         absl::StrCat("sampling.max_new_tokens=", r.max_new_tokens, " is outside [1, ", max_new, "]"));
   }
-  for (size_t i = 0; i < r.stop_token_ids.size(); ++i) {
-    if (r.stop_token_ids[i] < 0 || r.stop_token_ids[i] >= config.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("sampling.stop_token_ids[", i, "]=", r.stop_token_ids[i],
-                                                     " is outside the vocabulary [0, ", config.vocab_size, ")"));
-    }
-  }
+  RETURN_IF_ERROR(model::CheckTokenIds(r.stop_token_ids, config.vocab_size, "sampling.stop_token_ids"));
   for (size_t i = 0; i < r.stop_strings.size(); ++i) {
     if (r.stop_strings[i].empty()) return absl::InvalidArgumentError(absl::StrCat("sampling.stop[", i, "] is empty"));
   }
@@ -69,17 +66,14 @@ absl::Status GenerationEngine::Validate(const GenerationRequest& r) const {
       return absl::InvalidArgumentError(absl::StrCat("prompts[", p, "] has ", prompt.size(),
                                                      " tokens, more than the limit ", options_.max_prompt_tokens));
     }
-    if (static_cast<int64_t>(prompt.size()) + r.max_new_tokens > config.n_positions) {
+    if (static_cast<int64_t>(prompt.size()) + r.max_new_tokens > config.max_position_embeddings) {
       return absl::InvalidArgumentError(absl::StrCat("prompts[", p, "] has ", prompt.size(),
                                                      " tokens; with max_new_tokens=", r.max_new_tokens,
-                                                     " that exceeds the model's n_positions=", config.n_positions));
+                                                     " that exceeds the model's max_position_embeddings=",
+                                                     config.max_position_embeddings));
     }
-    for (size_t t = 0; t < prompt.size(); ++t) {
-      if (prompt[t] < 0 || prompt[t] >= config.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat("prompts[", p, "].token_ids[", t, "]=", prompt[t],
-                                                       " is outside the vocabulary [0, ", config.vocab_size, ")"));
-      }
-    }
+    RETURN_IF_ERROR(model::CheckTokenIds(prompt, config.vocab_size, absl::StrCat("prompts[", p, "].token_ids")));
+
   }
   if (r.min_model_version.has_value()) {
     const int64_t served = store_->Current()->version;
@@ -114,9 +108,13 @@ void GenerationEngine::RunBatch(Batcher::Jobs live) {
   options.top_p = first.top_p;
   const tokenizer::Tokenizer* tokenizer = store_->tokenizer();
   if (!first.ignore_eos) {
-    std::optional<int64_t> eos = store_->config().eos_token_id;
-    if (tokenizer != nullptr && tokenizer->EosId().has_value()) eos = *tokenizer->EosId();
-    if (eos.has_value()) options.eos_token_ids.push_back(*eos);
+    // The model's EOS list (e.g. Llama 3's <|end_of_text|> and <|eot_id|>) and the tokenizer's end of text.
+    options.eos_token_ids = store_->config().eos_token_ids;
+    if (tokenizer != nullptr && tokenizer->EosId().has_value() &&
+        std::find(options.eos_token_ids.begin(), options.eos_token_ids.end(), *tokenizer->EosId()) ==
+            options.eos_token_ids.end()) {
+      options.eos_token_ids.push_back(*tokenizer->EosId());
+    }
   }
   for (int64_t id : first.stop_token_ids) options.eos_token_ids.push_back(id);
   options.stop_strings = first.stop_strings;
@@ -129,6 +127,16 @@ void GenerationEngine::RunBatch(Batcher::Jobs live) {
   }
   // Rows: each job's prompts x samples, each with its own seed, so a row's output does not depend on the batch.
   std::vector<std::vector<int64_t>> prompts;
+  std::vector<size_t> job_of_row;
+  for (size_t j = 0; j < live.size(); ++j) {
+    const GenerationRequest& r = live[j]->request;
+    job_of_row.insert(job_of_row.end(), r.prompts.size() * static_cast<size_t>(r.num_samples), j);
+  }
+  // A request whose caller cancelled or whose deadline passed leaves the batch at the next step.
+  options.abandoned = [&live, &job_of_row](int64_t row) {
+    const GenerationRequest& r = live[job_of_row[static_cast<size_t>(row)]]->request;
+    return !runtime::WorkExpired(r.deadline, r.cancelled).ok();
+  };
   for (const auto& job : live) {
     const GenerationRequest& r = job->request;
     for (size_t p = 0; p < r.prompts.size(); ++p) {

@@ -25,8 +25,8 @@ struct GenerationEngineOptions {
   runtime::BatchQueueOptions queue;  // max_batch_rows counts prompts x samples
   int64_t max_prompts = 256;         // per request
   int64_t max_samples = 16;          // per prompt
-  int64_t max_new_tokens = 1024;     // per sample; also bounded by the model's n_positions
-  int64_t max_prompt_tokens = 4096;  // per prompt; also bounded by n_positions
+  int64_t max_new_tokens = 1024;     // per sample; also bounded by the model's max_position_embeddings
+  int64_t max_prompt_tokens = 4096;  // per prompt; also bounded by max_position_embeddings
 };
 
 // What to sample. Prompts are token ids (the service edge tokenizes text).

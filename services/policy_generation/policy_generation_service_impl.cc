@@ -23,6 +23,8 @@ v1::FinishReason ToProto(model::FinishReason reason, bool stop_string) {
       return stop_string ? v1::FINISH_REASON_STOP_STRING : v1::FINISH_REASON_STOP_TOKEN;
     case model::FinishReason::kLength:
       return v1::FINISH_REASON_LENGTH;
+    case model::FinishReason::kAbandoned:  // never answered: the caller is gone
+      break;
   }
   return v1::FINISH_REASON_UNSPECIFIED;
 }

@@ -6,6 +6,7 @@
 #include "common/runtime/finished_reactors.h"
 #include "common/runtime/queued_writer.h"
 #include "common/runtime/status_util.h"
+#include "common/serving/model_info.h"
 #include "common/serving/weights_transfer.h"
 #include "common/util/status_macros.h"
 #include "google/protobuf/util/time_util.h"
@@ -285,9 +286,13 @@ grpc::ServerWriteReactor<v1::TrainingEvent>* PpoTrainerServiceImpl::TrainSft(grp
   auto shared_lease = std::make_shared<OperationLease>(*std::move(lease));
   worker_->Post([this, job = std::move(job), writer = writer, shared_lease]() mutable {
     auto last = absl::Now();
-    auto progress = [&](const training::TrainingProgress& p) -> absl::Status {
+    job.keep_going = [&]() -> absl::Status {
       if (shutting_down_) return absl::UnavailableError("the trainer is shutting down");
       if (writer.Cancelled()) return absl::CancelledError("the caller cancelled TrainSft");
+      return absl::OkStatus();
+    };
+    auto progress = [&](const training::TrainingProgress& p) -> absl::Status {
+      RETURN_IF_ERROR(job.keep_going());
       if (p.metrics.count("train/loss")) {
         metrics_->Steps("sft").Increment();
         metrics_->Loss("sft").Set(p.metrics.at("train/loss"));
@@ -390,9 +395,13 @@ grpc::ServerWriteReactor<v1::TrainingEvent>* PpoTrainerServiceImpl::TrainRewardM
   worker_->Post([this, job = std::move(job), writer = writer, shared_lease]() mutable {
     auto last = absl::Now();
     int64_t steps = 0;
-    auto progress = [&](const training::TrainingProgress& p) -> absl::Status {
+    job.keep_going = [&]() -> absl::Status {
       if (shutting_down_) return absl::UnavailableError("the trainer is shutting down");
       if (writer.Cancelled()) return absl::CancelledError("the caller cancelled TrainRewardModel");
+      return absl::OkStatus();
+    };
+    auto progress = [&](const training::TrainingProgress& p) -> absl::Status {
+      RETURN_IF_ERROR(job.keep_going());
       metrics_->Steps("reward_model").Increment();
       if (p.metrics.count("train/loss")) metrics_->Loss("reward_model").Set(p.metrics.at("train/loss"));
       metrics_->StepSeconds("reward_model").Observe(absl::ToDoubleSeconds(absl::Now() - last));
@@ -528,12 +537,7 @@ grpc::ServerWriteReactor<v1::WeightsChunk>* PpoTrainerServiceImpl::ExportWeights
     v1::WeightsHeader header;
     FillModelId(exported->model_id, header.mutable_model_id());
     if (target) header.set_target_version(*target);
-    v1::ModelConfig* c = header.mutable_config();
-    c->set_n_layer(static_cast<int32_t>(exported->config.n_layer));
-    c->set_n_embd(static_cast<int32_t>(exported->config.n_embd));
-    c->set_n_head(static_cast<int32_t>(exported->config.n_head));
-    c->set_n_positions(static_cast<int32_t>(exported->config.n_positions));
-    c->set_vocab_size(static_cast<int32_t>(exported->config.vocab_size));
+    serving::FillModelConfig(exported->config, header.mutable_config());
     (*header.mutable_metadata()->mutable_fields())["source"].set_string_value(ema ? "trainer-ema" : "trainer");
     absl::Status s = serving::ChunkSafetensors(exported->safetensors, header, chunk, [&](v1::WeightsChunk message) {
       return writer.Push(std::move(message)) ? absl::OkStatus() : absl::CancelledError("the caller went away");
@@ -614,12 +618,7 @@ grpc::ServerUnaryReactor* PpoTrainerServiceImpl::GetModelInfo(grpc::CallbackServ
   absl::StatusOr<PolicyInfo> info = engine_->GetPolicyInfo();
   if (!info.ok()) return runtime::FinishUnary(context, runtime::ToGrpcStatus(info.status()));
   FillModelId(info->id, response->mutable_model_id());
-  v1::ModelConfig* c = response->mutable_config();
-  c->set_n_layer(static_cast<int32_t>(info->config.n_layer));
-  c->set_n_embd(static_cast<int32_t>(info->config.n_embd));
-  c->set_n_head(static_cast<int32_t>(info->config.n_head));
-  c->set_n_positions(static_cast<int32_t>(info->config.n_positions));
-  c->set_vocab_size(static_cast<int32_t>(info->config.vocab_size));
+  serving::FillModelConfig(info->config, response->mutable_config());
   response->set_parameter_count(info->parameter_count);
   response->set_device(info->device);
   response->set_dtype(v1::DTYPE_F32);

@@ -14,7 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "common/data/jsonl_reader.h"
 #include "common/data/split.h"
-#include "common/model/gpt2.h"
+#include "common/model/causal_lm.h"
 #include "common/model/safetensors.h"
 #include "common/util/file_util.h"
 #include "common/util/status_macros.h"
@@ -75,22 +75,23 @@ int64_t DirectoryBytes(const std::string& dir) {
   return total;
 }
 
-data::ReadOptions ReadOptionsFor(BadRecords policy) {
+data::ReadOptions ReadOptionsFor(BadRecords policy, std::function<absl::Status()> keep_going) {
   data::ReadOptions o;
   o.policy = policy == BadRecords::kSkip ? data::BadRecordPolicy::kSkip : data::BadRecordPolicy::kFail;
+  o.keep_going = std::move(keep_going);
   return o;
 }
 
 }  // namespace
 
 struct TrainerEngine::State {
-  std::shared_ptr<model::Gpt2Model> policy;
+  std::shared_ptr<model::CausalLm> policy;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;
   std::string tokenizer_dir;  // where the tokenizer files are, copied into every checkpoint
   std::string policy_source;
   absl::Time policy_loaded_at;
   int64_t policy_version = 0;
-  std::shared_ptr<model::Gpt2Model> value;
+  std::shared_ptr<model::CausalLm> value;
   int64_t value_version = 0;
   int64_t reward_models = 0;
   int64_t sft_runs = 0;
@@ -130,9 +131,9 @@ void TrainerEngine::Release() {
 }
 
 absl::Status TrainerEngine::LoadPolicy(const std::string& dir) {
-  model::Gpt2Options mo;
+  model::ModelOptions mo;
   mo.device = c10::Device(options_.device);
-  ASSIGN_OR_RETURN(std::unique_ptr<model::Gpt2Model> loaded, model::Gpt2Model::Load(dir, mo));
+  ASSIGN_OR_RETURN(std::unique_ptr<model::CausalLm> loaded, model::LoadModel(dir, mo));
   auto tok = tokenizer::LoadTokenizer(dir);
   if (!tok.ok() && !absl::IsNotFound(tok.status())) return tok.status();
   std::lock_guard<std::mutex> lock(mu_);
@@ -177,7 +178,7 @@ absl::StatusOr<std::vector<int64_t>> TrainerEngine::EncodeResponse(const TextOrI
   return out;
 }
 
-absl::Status TrainerEngine::SaveModelDir(const model::Gpt2Model& model, const std::string& dir,
+absl::Status TrainerEngine::SaveModelDir(const model::CausalLm& model, const std::string& dir,
                                          const std::map<std::string, std::string>& metadata) const {
   RETURN_IF_ERROR(model.Save(dir, metadata));
   return CopyTokenizerFiles(state_->tokenizer_dir, dir);
@@ -196,7 +197,8 @@ absl::StatusOr<StageSummary> TrainerEngine::TrainSft(const SftJob& job, const tr
   std::vector<data::SftExample> records;
   std::vector<training::PromptResponse> train, validation;
   if (!job.data_path.empty()) {
-    ASSIGN_OR_RETURN(data::SftReadResult read, data::ReadSftExamples(job.data_path, ReadOptionsFor(job.bad_records)));
+    ASSIGN_OR_RETURN(data::SftReadResult read,
+                     data::ReadSftExamples(job.data_path, ReadOptionsFor(job.bad_records, job.keep_going)));
     summary.records_skipped += static_cast<int64_t>(read.num_bad_records);
     records = std::move(read.records);
   }
@@ -237,7 +239,7 @@ absl::StatusOr<StageSummary> TrainerEngine::TrainSft(const SftJob& job, const tr
   }
   if (!job.validation_path.empty()) {
     ASSIGN_OR_RETURN(data::SftReadResult read,
-                     data::ReadSftExamples(job.validation_path, ReadOptionsFor(job.bad_records)));
+                     data::ReadSftExamples(job.validation_path, ReadOptionsFor(job.bad_records, job.keep_going)));
     summary.records_skipped += static_cast<int64_t>(read.num_bad_records);
     for (size_t i = 0; i < read.records.size(); ++i) {
       ASSIGN_OR_RETURN(training::PromptResponse e,
@@ -265,7 +267,7 @@ absl::StatusOr<StageSummary> TrainerEngine::TrainSft(const SftJob& job, const tr
     if (sampling.eos_token_ids.empty() && state_->tokenizer && state_->tokenizer->EosId()) {
       sampling.eos_token_ids = {*state_->tokenizer->EosId()};
     }
-    options.epoch_score = [prompts, sampling, &job](const model::Gpt2Model& model) -> absl::StatusOr<double> {
+    options.epoch_score = [prompts, sampling, &job](const model::CausalLm& model) -> absl::StatusOr<double> {
       ASSIGN_OR_RETURN(std::unique_ptr<model::Sampler> sampler, model::Sampler::Create(&model));
       ASSIGN_OR_RETURN(std::vector<model::GeneratedSequence> generated, sampler->Generate(prompts, sampling));
       std::vector<std::vector<int64_t>> responses;
@@ -301,15 +303,15 @@ absl::StatusOr<StageSummary> TrainerEngine::TrainRewardModel(const RewardJob& jo
   const absl::Time start = absl::Now();
   StageSummary summary;
   // The model: the given checkpoint, or a copy of the current policy, with a zero-initialised scalar head.
-  model::Gpt2Options mo;
+  model::ModelOptions mo;
   mo.device = c10::Device(options_.device);
   mo.reward_head = true;
-  std::unique_ptr<model::Gpt2Model> rm;
+  std::unique_ptr<model::CausalLm> rm;
   if (!job.init_model_path.empty()) {
-    ASSIGN_OR_RETURN(rm, model::Gpt2Model::Load(job.init_model_path, mo));
+    ASSIGN_OR_RETURN(rm, model::LoadModel(job.init_model_path, mo));
   } else {
     if (!state_->policy) return absl::FailedPreconditionError("no policy loaded to start the reward model from");
-    ASSIGN_OR_RETURN(rm, model::Gpt2Model::Create(state_->policy->config(), mo));
+    ASSIGN_OR_RETURN(rm, model::CreateModel(state_->policy->config(), mo));
     c10::NoGradGuard no_grad;
     const std::map<std::string, at::Tensor> from = state_->policy->StateDict();
     for (const model::NamedTensor& p : rm->NamedParameters()) {
@@ -328,7 +330,7 @@ absl::StatusOr<StageSummary> TrainerEngine::TrainRewardModel(const RewardJob& jo
   std::vector<data::Comparison> records;
   if (!job.comparisons_path.empty()) {
     ASSIGN_OR_RETURN(data::ComparisonReadResult read,
-                     data::ReadComparisons(job.comparisons_path, ReadOptionsFor(job.bad_records)));
+                     data::ReadComparisons(job.comparisons_path, ReadOptionsFor(job.bad_records, job.keep_going)));
     summary.records_skipped += static_cast<int64_t>(read.num_bad_records);
     records = std::move(read.records);
   }
@@ -415,13 +417,14 @@ absl::StatusOr<StageSummary> TrainerEngine::TrainRewardModel(const RewardJob& jo
   summary.metrics = result.metrics;
   if (!job.normalization_demonstrations_path.empty()) {
     ASSIGN_OR_RETURN(data::SftReadResult demos,
-                     data::ReadSftExamples(job.normalization_demonstrations_path, ReadOptionsFor(job.bad_records)));
+                     data::ReadSftExamples(job.normalization_demonstrations_path,
+                                           ReadOptionsFor(job.bad_records, job.keep_going)));
     std::vector<training::PromptResponse> sequences;
     for (size_t i = 0; i < demos.records.size(); ++i) {
       training::PromptResponse e;
       ASSIGN_OR_RETURN(e.prompt, EncodePrompt({true, demos.records[i].prompt, {}}, "demonstration"));
       ASSIGN_OR_RETURN(e.response, EncodeResponse({true, demos.records[i].response, {}}, "demonstration"));
-      if (static_cast<int64_t>(e.prompt.size() + e.response.size()) <= rm->config().n_positions) {
+      if (static_cast<int64_t>(e.prompt.size() + e.response.size()) <= rm->config().max_position_embeddings) {
         sequences.push_back(std::move(e));
       }
     }
@@ -440,9 +443,9 @@ absl::StatusOr<StageSummary> TrainerEngine::TrainRewardModel(const RewardJob& jo
   }));
   summary.model_id = {"reward", version};
   if (job.init_value_model) {
-    model::Gpt2Options vo = mo;
+    model::ModelOptions vo = mo;
     vo.value_head = true;
-    ASSIGN_OR_RETURN(std::unique_ptr<model::Gpt2Model> value, model::Gpt2Model::Load(summary.checkpoint_path, vo));
+    ASSIGN_OR_RETURN(std::unique_ptr<model::CausalLm> value, model::LoadModel(summary.checkpoint_path, vo));
     RETURN_IF_ERROR(training::InitValueHeadFromRewardHead(*value));
     std::lock_guard<std::mutex> lock(mu_);
     state_->value = std::move(value);
@@ -479,8 +482,8 @@ absl::StatusOr<PpoOutcome> TrainerEngine::PpoStep(const PpoJob& job) {
     } else {
       ids = job.ptx_examples[i].ids;
     }
-    if (static_cast<int64_t>(ids.size()) > state_->policy->config().n_positions) {
-      ids.resize(state_->policy->config().n_positions);
+    if (static_cast<int64_t>(ids.size()) > state_->policy->config().max_position_embeddings) {
+      ids.resize(state_->policy->config().max_position_embeddings);
     }
     ptx.sequences.push_back(std::move(ids));
   }
@@ -571,13 +574,13 @@ absl::StatusOr<CheckpointOutcome> TrainerEngine::LoadCheckpoint(const std::strin
   const std::string policy_dir = absl::StrCat(path, "/", kPolicyDir);
   const std::string value_dir = absl::StrCat(path, "/", kValueDir);
   const bool full = util::IsDirectory(policy_dir);
-  model::Gpt2Options mo;
+  model::ModelOptions mo;
   mo.device = c10::Device(options_.device);
   if (role == LoadRole::kPolicy) {
     RETURN_IF_ERROR(LoadPolicy(full ? policy_dir : path));
   } else if (role == LoadRole::kValue) {
     const std::string dir = util::IsDirectory(value_dir) ? value_dir : path;
-    model::Gpt2Options vo = mo;
+    model::ModelOptions vo = mo;
     vo.value_head = true;
     ASSIGN_OR_RETURN(std::unique_ptr<model::SafetensorsFile> file,
                      model::SafetensorsFile::Open(absl::StrCat(dir, "/model.safetensors")));
@@ -585,7 +588,7 @@ absl::StatusOr<CheckpointOutcome> TrainerEngine::LoadCheckpoint(const std::strin
     // language model (e.g. the policy) with a zero-initialised value head.
     const bool has_value = file->Contains("value_head.weight");
     const bool has_reward = file->Contains("score.weight");
-    ASSIGN_OR_RETURN(std::unique_ptr<model::Gpt2Model> value, model::Gpt2Model::Load(dir, vo));
+    ASSIGN_OR_RETURN(std::unique_ptr<model::CausalLm> value, model::LoadModel(dir, vo));
     if (!has_value && has_reward) RETURN_IF_ERROR(training::InitValueHeadFromRewardHead(*value));
     if (state_->policy && value->config().vocab_size != state_->policy->config().vocab_size) {
       return absl::FailedPreconditionError("the value model's vocabulary differs from the policy's");
@@ -605,11 +608,11 @@ absl::StatusOr<CheckpointOutcome> TrainerEngine::LoadCheckpoint(const std::strin
       return absl::InvalidArgumentError(absl::StrCat(path, "/", kStateJson, " is not valid JSON"));
     }
     RETURN_IF_ERROR(LoadPolicy(policy_dir));
-    std::unique_ptr<model::Gpt2Model> value;
+    std::unique_ptr<model::CausalLm> value;
     if (util::IsDirectory(value_dir)) {
-      model::Gpt2Options vo = mo;
+      model::ModelOptions vo = mo;
       vo.value_head = true;
-      ASSIGN_OR_RETURN(value, model::Gpt2Model::Load(value_dir, vo));
+      ASSIGN_OR_RETURN(value, model::LoadModel(value_dir, vo));
     }
     std::lock_guard<std::mutex> lock(mu_);
     state_->value = std::move(value);

@@ -1,7 +1,8 @@
 #include "services/reference_logprob/reference_engine.h"
 
 #include "absl/strings/str_cat.h"
-#include "common/model/gpt2.h"
+#include "common/model/causal_lm.h"
+#include "common/model/token_ids.h"
 #include "common/util/status_macros.h"
 
 namespace rlhf::reference {
@@ -18,7 +19,7 @@ ReferenceEngine::~ReferenceEngine() { Shutdown(); }
 void ReferenceEngine::Shutdown() { batcher_.Shutdown(); }
 
 absl::Status ReferenceEngine::Validate(const LogProbsRequest& request) const {
-  const model::Gpt2Config& config = store_->config();
+  const model::ModelConfig& config = store_->config();
   if (request.sequences.empty()) return absl::InvalidArgumentError("sequences is empty");
   if (static_cast<int64_t>(request.sequences.size()) > options_.max_sequences) {
     return absl::InvalidArgumentError(absl::StrCat("sequences has ", request.sequences.size(),
@@ -32,19 +33,12 @@ absl::Status ReferenceEngine::Validate(const LogProbsRequest& request) const {
     if (seq.prompt.empty())
       return absl::InvalidArgumentError(absl::StrCat("sequences[", i, "].prompt_token_ids is empty"));
     const int64_t length = static_cast<int64_t>(seq.prompt.size() + seq.response.size());
-    if (length > config.n_positions) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "sequences[", i, "] has ", length, " tokens, more than the model's n_positions=", config.n_positions));
-    }
-    for (const auto* ids : {&seq.prompt, &seq.response}) {
-      const char* field = ids == &seq.prompt ? "prompt_token_ids" : "response_token_ids";
-      for (size_t t = 0; t < ids->size(); ++t) {
-        if ((*ids)[t] < 0 || (*ids)[t] >= config.vocab_size) {
-          return absl::InvalidArgumentError(absl::StrCat("sequences[", i, "].", field, "[", t, "]=", (*ids)[t],
-                                                         " is outside the vocabulary [0, ", config.vocab_size, ")"));
-        }
-      }
-    }
+    RETURN_IF_ERROR(model::CheckSequenceLength(length, config.max_position_embeddings,
+                                               absl::StrCat("sequences[", i, "]")));
+    RETURN_IF_ERROR(model::CheckTokenIds(seq.prompt, config.vocab_size,
+                                         absl::StrCat("sequences[", i, "].prompt_token_ids")));
+    RETURN_IF_ERROR(model::CheckTokenIds(seq.response, config.vocab_size,
+                                         absl::StrCat("sequences[", i, "].response_token_ids")));
   }
   return absl::OkStatus();
 }

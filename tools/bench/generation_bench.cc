@@ -27,7 +27,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "common/model/gpt2.h"
+#include "common/model/causal_lm.h"
 #include "common/model/sampler.h"
 #include "common/model/threads.h"
 #include "common/util/status_macros.h"
@@ -47,8 +47,8 @@ ABSL_FLAG(bool, no_cache, true, "also time generation without the KV cache (full
 ABSL_FLAG(bool, peer, true, "run the peer baseline and print ours/peer");
 ABSL_FLAG(std::string, python, "/usr/bin/python3", "interpreter for the peer (needs Debian's python3-torch)");
 ABSL_FLAG(std::string, peer_script, RLHF_BENCH_DEFAULT_PEER_SCRIPT, "path of gpt2_eager.py");
-ABSL_FLAG(std::string, decode_kernel, "auto", "Gpt2Options.decode_kernel: auto, avx512 or blas");
-ABSL_FLAG(int, mv_max_batch, 1, "Gpt2Options.mv_max_batch (decode_kernel=blas): batches up to this use mv");
+ABSL_FLAG(std::string, decode_kernel, "auto", "ModelOptions.decode_kernel: auto, avx512 or blas");
+ABSL_FLAG(int, mv_max_batch, 1, "ModelOptions.mv_max_batch (decode_kernel=blas): batches up to this use mv");
 
 namespace rlhf::bench {
 namespace {
@@ -174,13 +174,11 @@ int Main() {
   std::map<Key, double> ours;
   std::map<Key, double> peer;
   for (const Shape& shape : shapes) {
-    model::Gpt2Config config;
-    config.n_layer = shape.layers;
-    config.n_embd = shape.width;
-    config.n_head = shape.heads;
+    model::ModelConfig config;
+    config.SetShape(shape.layers, shape.width, shape.heads);
     config.vocab_size = shape.vocab;
-    config.n_positions = 1024;
-    model::Gpt2Options options;
+    config.max_position_embeddings = 1024;
+    model::ModelOptions options;
     options.init_seed = 0;
     options.mv_max_batch = absl::GetFlag(FLAGS_mv_max_batch);
     const std::string kernel = absl::GetFlag(FLAGS_decode_kernel);
@@ -192,7 +190,7 @@ int Main() {
       std::fprintf(stderr, "unknown --decode_kernel '%s' (auto, avx512, blas)\n", kernel.c_str());
       return 2;
     }
-    auto model = model::Gpt2Model::Create(config, options);
+    auto model = model::CreateModel(config, options);
     if (!model.ok()) {
       std::fprintf(stderr, "%s\n", model.status().ToString().c_str());
       return 1;

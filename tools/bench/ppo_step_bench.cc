@@ -15,7 +15,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_split.h"
-#include "common/model/gpt2.h"
+#include "common/model/causal_lm.h"
 #include "common/model/safetensors.h"
 #include "common/model/threads.h"
 #include "common/training/ppo_learner.h"
@@ -77,24 +77,22 @@ int Run() {
   std::printf("%-20s %8s %8s %8s %9s %9s %9s %9s %9s %10s\n", "model", "rollouts", "tokens", "epochs", "step s",
               "forward", "backward", "optim", "export", "tokens/s");
   for (const Shape& s : shapes) {
-    model::Gpt2Config config;
-    config.n_layer = s.layers;
-    config.n_embd = s.width;
-    config.n_head = s.heads;
-    config.n_positions = std::max(64, s.prompt + s.response);
+    model::ModelConfig config;
+    config.SetShape(s.layers, s.width, s.heads);
+    config.max_position_embeddings = std::max(64, s.prompt + s.response);
     config.vocab_size = s.vocab;
-    model::Gpt2Options po;
-    auto policy = model::Gpt2Model::Create(config, po);
-    model::Gpt2Options vo;
+    model::ModelOptions po;
+    auto policy = model::CreateModel(config, po);
+    model::ModelOptions vo;
     vo.value_head = true;
     vo.init_seed = 1;
-    auto value = model::Gpt2Model::Create(config, vo);
+    auto value = model::CreateModel(config, vo);
     if (!policy.ok() || !value.ok()) {
       std::fprintf(stderr, "cannot create the models\n");
       return 1;
     }
-    auto learner = training::PpoLearner::Create(std::shared_ptr<model::Gpt2Model>(std::move(*policy)),
-                                                std::shared_ptr<model::Gpt2Model>(std::move(*value)));
+    auto learner = training::PpoLearner::Create(std::shared_ptr<model::CausalLm>(std::move(*policy)),
+                                                std::shared_ptr<model::CausalLm>(std::move(*value)));
     if (!learner.ok()) {
       std::fprintf(stderr, "%s\n", learner.status().ToString().c_str());
       return 1;

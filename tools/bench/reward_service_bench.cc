@@ -26,7 +26,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "common/model/gpt2.h"
+#include "common/model/causal_lm.h"
 #include "common/model/threads.h"
 #include "common/runtime/client.h"
 #include "common/runtime/logging.h"
@@ -78,23 +78,21 @@ std::string LoadAverage() {
 // A random reward model of `shape` (no tokenizer: requests carry token ids).
 absl::Status WriteModel(const std::string& dir, const Shape& shape) {
   RETURN_IF_ERROR(util::MakeDirectories(dir));
-  model::Gpt2Config config;
-  config.n_layer = shape.layers;
-  config.n_embd = shape.width;
-  config.n_head = shape.heads;
+  model::ModelConfig config;
+  config.SetShape(shape.layers, shape.width, shape.heads);
   config.vocab_size = shape.vocab;
-  config.n_positions = std::max<int64_t>(shape.tokens, 128);
-  config.architectures = {model::kGpt2SequenceClassificationArchitecture};
-  model::Gpt2Options options;
+  config.max_position_embeddings = std::max<int64_t>(shape.tokens, 128);
+  config.architectures = {config.SequenceClassifierArchitecture()};
+  model::ModelOptions options;
   options.reward_head = true;
   options.init_seed = 1;
-  ASSIGN_OR_RETURN(auto model, model::Gpt2Model::Create(config, options));
+  ASSIGN_OR_RETURN(auto model, model::CreateModel(config, options));
   return model->Save(dir);
 }
 
-// In-process: Gpt2Model::Forward with the reward head on `batch` rows of `shape.tokens` tokens, sequences/s over
+// In-process: CausalLm::Forward with the reward head on `batch` rows of `shape.tokens` tokens, sequences/s over
 // about `seconds` after a warm-up.
-absl::StatusOr<double> InProcessRate(const model::Gpt2Model& model, const Shape& shape, int64_t batch, double seconds) {
+absl::StatusOr<double> InProcessRate(const model::CausalLm& model, const Shape& shape, int64_t batch, double seconds) {
   c10::InferenceMode inference;
   at::Tensor ids = at::randint(shape.vocab, {batch, shape.tokens}, at::kLong);
   at::Tensor mask = at::ones_like(ids);
@@ -209,7 +207,7 @@ int Run() {
       std::fprintf(stderr, "%s\n", status.ToString().c_str());
       return 1;
     }
-    auto model = model::Gpt2Model::Load(dir);
+    auto model = model::LoadModel(dir);
     if (!model.ok()) {
       std::fprintf(stderr, "%s\n", model.status().ToString().c_str());
       return 1;

@@ -10,7 +10,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
-#include "common/model/gpt2.h"
+#include "common/model/causal_lm.h"
 #include "common/model/sampler.h"
 #include "common/model/threads.h"
 #include "common/runtime/client.h"
@@ -46,17 +46,15 @@ std::vector<int> ParseList(const std::string& text) {
 
 absl::Status WriteModel(const std::string& dir, bool small) {
   RETURN_IF_ERROR(util::MakeDirectories(dir));
-  model::Gpt2Config config;
+  model::ModelConfig config;
   if (!small) {
-    config.n_layer = 2;
-    config.n_embd = 128;
-    config.n_head = 4;
-    config.n_positions = 256;
+    config.SetShape(2, 128, 4);
+    config.max_position_embeddings = 256;
     ASSIGN_OR_RETURN(auto tokenizer, tokenizer::ByteTokenizer::Create());
     RETURN_IF_ERROR(tokenizer->Save(dir + "/tokenizer.json"));
     config.vocab_size = tokenizer->VocabSize();
   }
-  ASSIGN_OR_RETURN(auto model, model::Gpt2Model::Create(config));
+  ASSIGN_OR_RETURN(auto model, model::CreateModel(config));
   return model->Save(dir);
 }
 

@@ -8,7 +8,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "common/model/gpt2.h"
+#include "common/model/causal_lm.h"
 #include "common/model/sampler.h"
 #include "common/model/threads.h"
 #include "common/tokenizer/byte_tokenizer.h"
@@ -19,9 +19,15 @@
 ABSL_FLAG(std::string, model, "",
           "info/tokenize/generate/score: model folder (config.json, model.safetensors, tokenizer)");
 ABSL_FLAG(std::string, out, "", "init-model, init-run-models: folder to write the new model(s) to");
+ABSL_FLAG(std::string, model_type, "gpt2", "init-model: gpt2, llama, qwen2, qwen3 or mistral");
 ABSL_FLAG(int64_t, n_layer, 2, "init-model: transformer blocks");
-ABSL_FLAG(int64_t, n_embd, 128, "init-model: width");
+ABSL_FLAG(int64_t, n_embd, 128, "init-model: width (hidden_size)");
 ABSL_FLAG(int64_t, n_head, 4, "init-model: attention heads");
+ABSL_FLAG(int64_t, num_key_value_heads, 0,
+          "init-model (Llama family): key/value heads of grouped-query attention; 0 means --n_head");
+ABSL_FLAG(int64_t, head_dim, 0, "init-model (Llama family): width of a head; 0 means n_embd / n_head");
+ABSL_FLAG(int64_t, intermediate_size, 0,
+          "init-model: MLP width; 0 means the family's default (GPT-2 4 x n_embd, Llama 8/3 x n_embd)");
 ABSL_FLAG(int64_t, n_positions, 256, "init-model: longest sequence (prompt + response) in tokens");
 ABSL_FLAG(std::string, tokenizer, "byte", "init-model: byte (258 ids) or gpt2 (50257 ids, from --gpt2_vocab_dir)");
 ABSL_FLAG(std::string, gpt2_vocab_dir, "data/gpt2", "init-model: folder with GPT-2's encoder.json and vocab.bpe");
@@ -46,7 +52,7 @@ int Fail(const char* command, const absl::Status& status) {
 }
 
 struct LoadedModel {
-  std::unique_ptr<model::Gpt2Model> model;
+  std::unique_ptr<model::CausalLm> model;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;
 };
 
@@ -55,7 +61,7 @@ absl::StatusOr<LoadedModel> Load(bool need_tokenizer) {
   if (dir.empty()) return absl::InvalidArgumentError("--model is required");
   if (const int threads = absl::GetFlag(FLAGS_threads); threads > 0) RETURN_IF_ERROR(model::SetIntraOpThreads(threads));
   LoadedModel loaded;
-  ASSIGN_OR_RETURN(loaded.model, model::Gpt2Model::Load(dir));
+  ASSIGN_OR_RETURN(loaded.model, model::LoadModel(dir));
   auto tokenizer = tokenizer::LoadTokenizer(dir);
   if (tokenizer.ok()) {
     loaded.tokenizer = *std::move(tokenizer);
@@ -72,16 +78,15 @@ std::string Ids(const std::vector<int32_t>& ids) { return absl::StrJoin(ids, " "
 absl::Status InitModel(const InitModelOptions& options) {
   if (options.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
   RETURN_IF_ERROR(util::MakeDirectories(options.out_dir));
-  model::Gpt2Config config;
-  config.n_layer = options.n_layer;
-  config.n_embd = options.n_embd;
-  config.n_head = options.n_head;
-  config.n_positions = options.n_positions;
+  ASSIGN_OR_RETURN(model::ModelConfig config, model::ModelConfig::ForModelType(options.model_type));
+  config.SetShape(options.n_layer, options.n_embd, options.n_head, options.num_key_value_heads, options.head_dim,
+                  options.intermediate_size);
+  config.max_position_embeddings = options.n_positions;
   if (options.tokenizer == "byte") {
     ASSIGN_OR_RETURN(auto tokenizer, tokenizer::ByteTokenizer::Create());
     RETURN_IF_ERROR(tokenizer->Save(options.out_dir + "/tokenizer.json"));
     config.vocab_size = tokenizer->VocabSize();
-    config.eos_token_id = *tokenizer->EosId();
+    config.eos_token_ids = {*tokenizer->EosId()};
     config.bos_token_id = *tokenizer->EosId();
     config.pad_token_id = *tokenizer->PadId();
   } else if (options.tokenizer == "gpt2") {
@@ -90,46 +95,64 @@ absl::Status InitModel(const InitModelOptions& options) {
       RETURN_IF_ERROR(util::WriteFileAtomically(absl::StrCat(options.out_dir, "/", name), contents));
     }
     config.vocab_size = 50257;
-    config.eos_token_id = 50256;
+    config.eos_token_ids = {50256};
     config.bos_token_id = 50256;
   } else {
     return absl::InvalidArgumentError(absl::StrCat("--tokenizer=", options.tokenizer, " is not byte or gpt2"));
   }
-  if (options.reward_head) config.architectures = {model::kGpt2SequenceClassificationArchitecture};
+  if (options.reward_head) config.architectures = {config.SequenceClassifierArchitecture()};
   RETURN_IF_ERROR(config.Validate());
-  model::Gpt2Options model_options;
+  model::ModelOptions model_options;
   model_options.init_seed = options.seed;
   model_options.reward_head = options.reward_head;
-  ASSIGN_OR_RETURN(auto model, model::Gpt2Model::Create(config, model_options));
+  ASSIGN_OR_RETURN(auto model, model::CreateModel(config, model_options));
   return model->Save(options.out_dir);
 }
 
 int RunInitModel() {
   InitModelOptions options;
   options.out_dir = absl::GetFlag(FLAGS_out);
+  options.model_type = absl::GetFlag(FLAGS_model_type);
   options.n_layer = absl::GetFlag(FLAGS_n_layer);
   options.n_embd = absl::GetFlag(FLAGS_n_embd);
   options.n_head = absl::GetFlag(FLAGS_n_head);
+  options.num_key_value_heads = absl::GetFlag(FLAGS_num_key_value_heads);
+  options.head_dim = absl::GetFlag(FLAGS_head_dim);
+  options.intermediate_size = absl::GetFlag(FLAGS_intermediate_size);
   options.n_positions = absl::GetFlag(FLAGS_n_positions);
   options.tokenizer = absl::GetFlag(FLAGS_tokenizer);
   options.gpt2_vocab_dir = absl::GetFlag(FLAGS_gpt2_vocab_dir);
   options.seed = absl::GetFlag(FLAGS_seed);
   options.reward_head = absl::GetFlag(FLAGS_reward_head);
   if (absl::Status status = InitModel(options); !status.ok()) return Fail("init-model", status);
-  std::printf("wrote a random %lldx%lld GPT-2 (%s tokenizer) to %s\n", static_cast<long long>(options.n_layer),
-              static_cast<long long>(options.n_embd), options.tokenizer.c_str(), options.out_dir.c_str());
+  std::printf("wrote a random %lldx%lld %s (%s tokenizer) to %s\n", static_cast<long long>(options.n_layer),
+              static_cast<long long>(options.n_embd), options.model_type.c_str(), options.tokenizer.c_str(),
+              options.out_dir.c_str());
   return 0;
 }
 
 int RunInfo() {
   auto loaded = Load(/*need_tokenizer=*/false);
   if (!loaded.ok()) return Fail("info", loaded.status());
-  const model::Gpt2Config& c = loaded->model->config();
+  const model::ModelConfig& c = loaded->model->config();
   std::printf("model        %s\n", absl::GetFlag(FLAGS_model).c_str());
   std::printf("architecture %s\n", absl::StrJoin(c.architectures, ",").c_str());
-  std::printf("n_layer      %lld\nn_embd       %lld\nn_head       %lld\nn_positions  %lld\nvocab_size   %lld\n",
-              static_cast<long long>(c.n_layer), static_cast<long long>(c.n_embd), static_cast<long long>(c.n_head),
-              static_cast<long long>(c.n_positions), static_cast<long long>(c.vocab_size));
+  std::printf("model_type   %s (%s family)\n", c.model_type.c_str(),
+              std::string(model::ModelFamilyName(c.family())).c_str());
+  std::printf("layers       %lld\nhidden_size  %lld\nheads        %lld (key/value %lld, head_dim %lld)\n"
+              "intermediate %lld\npositions    %lld\nvocab_size   %lld\n",
+              static_cast<long long>(c.num_hidden_layers), static_cast<long long>(c.hidden_size),
+              static_cast<long long>(c.num_attention_heads), static_cast<long long>(c.num_key_value_heads),
+              static_cast<long long>(c.head_dim), static_cast<long long>(c.intermediate_size),
+              static_cast<long long>(c.max_position_embeddings), static_cast<long long>(c.vocab_size));
+  if (c.family() == model::ModelFamily::kLlama) {
+    std::printf("rope         theta %g%s\n", c.rope_theta, c.rope_scaling.has_value() ? ", llama3 scaling" : "");
+    std::printf("features     %s%s%s%s\n", c.tie_word_embeddings ? "tied head" : "untied head",
+                c.attention_bias ? ", q/k/v biases" : "", c.qk_norm ? ", q/k norm" : "",
+                c.num_key_value_heads < c.num_attention_heads ? ", grouped-query attention" : "");
+  }
+  std::printf("stored as    %s\n", c.torch_dtype.c_str());
+  if (!c.eos_token_ids.empty()) std::printf("eos ids      %s\n", absl::StrJoin(c.eos_token_ids, " ").c_str());
   std::printf("parameters   %lld\n", static_cast<long long>(loaded->model->NumParameters()));
   std::printf("heads        lm%s%s\n", loaded->model->has_reward_head() ? ", reward" : "",
               loaded->model->has_value_head() ? ", value" : "");
@@ -166,6 +189,7 @@ int RunGenerate() {
   options.top_k = absl::GetFlag(FLAGS_top_k);
   options.top_p = absl::GetFlag(FLAGS_top_p);
   options.seed = absl::GetFlag(FLAGS_seed);
+  options.eos_token_ids = loaded->model->config().eos_token_ids;
   if (auto eos = loaded->tokenizer->EosId()) options.eos_token_ids.push_back(*eos);
   std::vector<std::vector<int64_t>> prompts(static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_num_samples))),
                                             std::vector<int64_t>(prompt_ids->begin(), prompt_ids->end()));

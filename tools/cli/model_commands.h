@@ -11,9 +11,13 @@ namespace rlhf::cli {
 
 struct InitModelOptions {
   std::string out_dir;
+  std::string model_type = "gpt2";  // "gpt2", "llama", "qwen2", "qwen3", "mistral"
   int64_t n_layer = 2;
-  int64_t n_embd = 128;
+  int64_t n_embd = 128;              // hidden_size
   int64_t n_head = 4;
+  int64_t num_key_value_heads = 0;   // Llama family: 0 means n_head
+  int64_t head_dim = 0;              // Llama family: 0 means n_embd / n_head
+  int64_t intermediate_size = 0;     // 0: the family's default for the width
   int64_t n_positions = 256;
   std::string tokenizer = "byte";  // "byte" or "gpt2"
   std::string gpt2_vocab_dir;      // encoder.json + vocab.bpe, for tokenizer "gpt2"
@@ -21,7 +25,7 @@ struct InitModelOptions {
   bool reward_head = false;
 };
 
-// Writes a randomly initialised GPT-2 model with its tokenizer to options.out_dir (Hugging Face form).
+// Writes a randomly initialised model of options.model_type with its tokenizer to options.out_dir (Hugging Face form).
 absl::Status InitModel(const InitModelOptions& options);
 
 int RunInitModel();

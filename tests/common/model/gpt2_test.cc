@@ -1,4 +1,4 @@
-#include "common/model/gpt2.h"
+#include "common/model/causal_lm.h"
 
 #include <string>
 
@@ -12,7 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_replace.h"
-#include "common/model/gpt2_config.h"
+#include "common/model/model_config.h"
 #include "common/model/safetensors.h"
 #include "common/util/file_util.h"
 #include "gmock/gmock.h"
@@ -24,8 +24,8 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::unique_ptr<Gpt2Model> LoadOrDie(const std::string& dir, const Gpt2Options& options = {}) {
-  auto model = Gpt2Model::Load(dir, options);
+std::unique_ptr<CausalLm> LoadOrDie(const std::string& dir, const ModelOptions& options = {}) {
+  auto model = LoadModel(dir, options);
   EXPECT_TRUE(model.ok()) << model.status();
   return model.ok() ? std::move(*model) : nullptr;
 }
@@ -37,12 +37,10 @@ float MaxMaskedError(const at::Tensor& a, const at::Tensor& b, const at::Tensor&
   return ((a - b).abs() * m).max().item<float>();
 }
 
-Gpt2Config SmallConfig() {
-  Gpt2Config c;
-  c.n_layer = 2;
-  c.n_embd = 32;
-  c.n_head = 4;
-  c.n_positions = 48;
+ModelConfig SmallConfig() {
+  ModelConfig c;
+  c.SetShape(2, 32, 4);
+  c.max_position_embeddings = 48;
   c.vocab_size = 97;
   return c;
 }
@@ -148,14 +146,14 @@ TEST(Gpt2Model, LeftPaddingGivesTheSameOutputsAsRightPadding) {
 }
 
 TEST(Gpt2Model, LoadsASavedLanguageModelAsARewardModelWithAZeroHead) {
-  Gpt2Config config = SmallConfig();
-  auto lm = Gpt2Model::Create(config);
+  ModelConfig config = SmallConfig();
+  auto lm = CreateModel(config);
   ASSERT_TRUE(lm.ok()) << lm.status();
   const std::string dir = testing::MakeTempDir() + "/lm";
   ASSERT_TRUE((*lm)->Save(dir, {{"rlhf.stage", "sft"}}).ok());
-  Gpt2Options options;
+  ModelOptions options;
   options.reward_head = true;
-  auto rm = Gpt2Model::Load(dir, options);
+  auto rm = LoadModel(dir, options);
   ASSERT_TRUE(rm.ok()) << rm.status();
   EXPECT_TRUE((*rm)->has_reward_head());
   EXPECT_TRUE((*rm)->config().IsSequenceClassifier());
@@ -171,7 +169,7 @@ TEST(Gpt2Model, LoadsASavedLanguageModelAsARewardModelWithAZeroHead) {
 }
 
 TEST(Gpt2Model, SaveThenLoadRoundTripsBitExactly) {
-  Gpt2Options options;
+  ModelOptions options;
   options.value_head = true;
   auto model = LoadOrDie(testing::TinyRmDir(), options);
   ASSERT_NE(model, nullptr);
@@ -194,7 +192,7 @@ TEST(Gpt2Model, SaveThenLoadRoundTripsBitExactly) {
     EXPECT_EQ(a[i].name, b[i].name);
     EXPECT_TRUE(a[i].tensor.equal(b[i].tensor)) << a[i].name;
   }
-  auto config = Gpt2Config::FromFile(dir + "/config.json");
+  auto config = ModelConfig::FromFile(dir + "/config.json");
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->architectures, std::vector<std::string>{"GPT2ForSequenceClassification"});
   EXPECT_EQ(config->pad_token_id, 0);
@@ -250,12 +248,12 @@ TEST(Gpt2Model, LoadFailsWithClearErrorsOnBadCheckpoints) {
   const std::string config = *util::ReadFile(testing::TinyLmDir() + "/config.json");
   ASSERT_TRUE(util::WriteFileAtomically(dir + "/config.json", config).ok());
 
-  auto missing_file = Gpt2Model::Load(dir);
+  auto missing_file = LoadModel(dir);
   EXPECT_EQ(missing_file.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(missing_file.status().message(), HasSubstr(dir + "/model.safetensors"));
+  EXPECT_THAT(missing_file.status().message(), HasSubstr(dir + ": no model.safetensors"));
 
   ASSERT_TRUE(util::WriteFileAtomically(dir + "/model.safetensors", "\x10\0\0\0\0\0\0\0{\"a\":").ok());
-  auto corrupt = Gpt2Model::Load(dir);
+  auto corrupt = LoadModel(dir);
   EXPECT_EQ(corrupt.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(corrupt.status().message(), HasSubstr(dir + "/model.safetensors"));
 
@@ -265,47 +263,50 @@ TEST(Gpt2Model, LoadFailsWithClearErrorsOnBadCheckpoints) {
   for (const std::string& name : (*file)->Names()) tensors[name] = *(*file)->Get(name);
   tensors.erase("transformer.h.1.mlp.c_fc.bias");
   ASSERT_TRUE(WriteSafetensors(dir + "/model.safetensors", tensors).ok());
-  auto missing_tensor = Gpt2Model::Load(dir);
+  auto missing_tensor = LoadModel(dir);
   EXPECT_EQ(missing_tensor.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(missing_tensor.status().message(), HasSubstr("tensor 'transformer.h.1.mlp.c_fc.bias' not found"));
 
   tensors["transformer.h.1.mlp.c_fc.bias"] = at::zeros({255});
   ASSERT_TRUE(WriteSafetensors(dir + "/model.safetensors", tensors).ok());
-  auto bad_shape = Gpt2Model::Load(dir);
+  auto bad_shape = LoadModel(dir);
   EXPECT_EQ(bad_shape.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bad_shape.status().message(),
-              HasSubstr("tensor 'transformer.h.1.mlp.c_fc.bias' has shape [255], expected [256]"));
+              HasSubstr("tensor 'transformer.h.1.mlp.c_fc.bias' has shape [255], the config needs [256]"));
 
   tensors["transformer.h.1.mlp.c_fc.bias"] = at::zeros({256});
   tensors["v_head.summary.weight"] = at::zeros({1, 64});
   ASSERT_TRUE(WriteSafetensors(dir + "/model.safetensors", tensors).ok());
-  auto unknown = Gpt2Model::Load(dir);
+  auto unknown = LoadModel(dir);
   EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(unknown.status().message(), HasSubstr("unexpected tensors 'v_head.summary.weight'"));
-  Gpt2Options lenient;
+  ModelOptions lenient;
   lenient.ignore_unknown_tensors = true;
-  EXPECT_TRUE(Gpt2Model::Load(dir, lenient).ok());
+  EXPECT_TRUE(LoadModel(dir, lenient).ok());
 }
 
-TEST(Gpt2Config, ParsesHuggingFaceConfigAndWritesItBack) {
-  auto config = Gpt2Config::FromFile(testing::TinyRmDir() + "/config.json");
+TEST(ModelConfig, ParsesHuggingFaceConfigAndWritesItBack) {
+  auto config = ModelConfig::FromFile(testing::TinyRmDir() + "/config.json");
   ASSERT_TRUE(config.ok()) << config.status();
-  EXPECT_EQ(config->n_layer, 2);
-  EXPECT_EQ(config->n_embd, 64);
-  EXPECT_EQ(config->n_head, 4);
+  EXPECT_EQ(config->num_hidden_layers, 2);
+  EXPECT_EQ(config->hidden_size, 64);
+  EXPECT_EQ(config->num_attention_heads, 4);
+  EXPECT_EQ(config->num_key_value_heads, 4);
+  EXPECT_EQ(config->head_dim, 16);
+  EXPECT_EQ(config->intermediate_size, 256);
   EXPECT_EQ(config->vocab_size, 512);
   EXPECT_EQ(config->num_labels, 1);
   EXPECT_EQ(config->pad_token_id, 0);
-  EXPECT_EQ(config->activation_function, "gelu_new");
+  EXPECT_EQ(config->hidden_act, "gelu_new");
   EXPECT_TRUE(config->IsSequenceClassifier());
-  auto again = Gpt2Config::FromJson(config->ToJson());
+  auto again = ModelConfig::FromJson(config->ToJson());
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->ToJson(), config->ToJson());
   EXPECT_THAT(config->ToJson(), HasSubstr("\"initializer_range\": 0.02"));  // unknown fields survive
   EXPECT_THAT(config->ToJson(), HasSubstr("\"id2label\""));
 }
 
-TEST(Gpt2Config, FailsWithFieldNamesWhenInvalid) {
+TEST(ModelConfig, FailsWithFieldNamesWhenInvalid) {
   struct Case {
     std::string json;
     std::string message;
@@ -316,12 +317,12 @@ TEST(Gpt2Config, FailsWithFieldNamesWhenInvalid) {
       {R"({"n_layer": 0})", "field 'n_layer' must be positive"},
       {R"({"activation_function": "swish"})", "field 'activation_function' 'swish' is not supported"},
       {R"({"resid_pdrop": 1.5})", "field 'resid_pdrop' must be in [0, 1)"},
-      {R"({"model_type": "llama"})", "field 'model_type' must be \"gpt2\""},
+      {R"({"model_type": "bert"})", "field 'model_type' 'bert' is not supported"},
       {R"({"tie_word_embeddings": false})", "field 'tie_word_embeddings' must be true"},
       {R"({"n_layer": 2,)", "bad JSON"},
   };
   for (const Case& c : cases) {
-    auto config = Gpt2Config::FromJson(c.json, "my/config.json");
+    auto config = ModelConfig::FromJson(c.json, "my/config.json");
     EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument) << c.json;
     EXPECT_THAT(config.status().message(), HasSubstr(c.message)) << c.json;
     EXPECT_THAT(config.status().message(), HasSubstr("my/config.json")) << c.json;
@@ -329,7 +330,7 @@ TEST(Gpt2Config, FailsWithFieldNamesWhenInvalid) {
 }
 
 TEST(Gpt2Model, ForwardRejectsBadInputs) {
-  auto model = Gpt2Model::Create(SmallConfig());
+  auto model = CreateModel(SmallConfig());
   ASSERT_TRUE(model.ok());
   at::Tensor ids = at::full({2, 5}, 3, at::kLong);
   at::Tensor mask = at::ones({2, 5}, at::kLong);
@@ -339,7 +340,7 @@ TEST(Gpt2Model, ForwardRejectsBadInputs) {
   auto shape = (*model)->Forward(ids, at::ones({2, 4}, at::kLong));
   EXPECT_THAT(shape.status().message(), HasSubstr("attention_mask shape [2,4] differs"));
   auto too_long = (*model)->Forward(at::ones({1, 49}, at::kLong), at::ones({1, 49}, at::kLong));
-  EXPECT_THAT(too_long.status().message(), HasSubstr("more than n_positions=48"));
+  EXPECT_THAT(too_long.status().message(), HasSubstr("more than max_position_embeddings=48"));
   ForwardOptions rewards;
   rewards.rewards = true;
   auto no_head = (*model)->Forward(ids, mask, rewards);
@@ -347,12 +348,12 @@ TEST(Gpt2Model, ForwardRejectsBadInputs) {
 }
 
 TEST(Gpt2Model, TrainingModeAppliesDropoutAndGradientsReachEveryParameter) {
-  Gpt2Config config = SmallConfig();
+  ModelConfig config = SmallConfig();
   config.resid_pdrop = config.embd_pdrop = config.attn_pdrop = 0.2;
-  Gpt2Options options;
+  ModelOptions options;
   options.value_head = true;
   options.reward_head = true;
-  auto model = Gpt2Model::Create(config, options);
+  auto model = CreateModel(config, options);
   ASSERT_TRUE(model.ok()) << model.status();
   at::manual_seed(1);
   at::Tensor ids = at::randint(0, 97, {3, 10}, at::kLong);

@@ -6,7 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "common/model/gpt2.h"
+#include "common/model/causal_lm.h"
 #include "common/model/safetensors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -17,41 +17,39 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::unique_ptr<Gpt2Model> TinyLm(const Gpt2Options& options = {}) {
-  auto model = Gpt2Model::Load(testing::TinyLmDir(), options);
+std::unique_ptr<CausalLm> TinyLm(const ModelOptions& options = {}) {
+  auto model = LoadModel(testing::TinyLmDir(), options);
   EXPECT_TRUE(model.ok()) << model.status();
   return model.ok() ? std::move(*model) : nullptr;
 }
 
 // Random weights: nearly flat next-token distributions, so sampling paths see real choices.
-std::unique_ptr<Gpt2Model> RandomLm(Gpt2Options options = {}) {
-  Gpt2Config c;
-  c.n_layer = 2;
-  c.n_embd = 32;
-  c.n_head = 4;
-  c.n_positions = 48;
+std::unique_ptr<CausalLm> RandomLm(ModelOptions options = {}) {
+  ModelConfig c;
+  c.SetShape(2, 32, 4);
+  c.max_position_embeddings = 48;
   c.vocab_size = 97;
   options.init_seed = 5;
-  auto model = Gpt2Model::Create(c, options);
+  auto model = CreateModel(c, options);
   EXPECT_TRUE(model.ok()) << model.status();
   return model.ok() ? std::move(*model) : nullptr;
 }
 
 // Every decode kernel this CPU can run: the AVX-512 one when available, and BLAS with and without mv.
-std::vector<std::pair<std::string, Gpt2Options>> DecodeKernels() {
-  std::vector<std::pair<std::string, Gpt2Options>> kernels;
-  Gpt2Options blas;
+std::vector<std::pair<std::string, ModelOptions>> DecodeKernels() {
+  std::vector<std::pair<std::string, ModelOptions>> kernels;
+  ModelOptions blas;
   blas.decode_kernel = DecodeKernel::kBlas;
   blas.mv_max_batch = 1;
   kernels.emplace_back("blas+mv", blas);
   blas.mv_max_batch = 0;
   kernels.emplace_back("blas", blas);
-  Gpt2Options avx512;
+  ModelOptions avx512;
   avx512.decode_kernel = DecodeKernel::kAvx512;
-  Gpt2Config probe;  // a minimal model, to ask whether this CPU runs the AVX-512 kernel
-  probe.n_layer = 1;
-  probe.n_embd = probe.n_head = probe.n_positions = probe.vocab_size = 8;
-  if (Gpt2Model::Create(probe, avx512).ok()) kernels.emplace_back("avx512", avx512);
+  ModelConfig probe;  // a minimal model, to ask whether this CPU runs the AVX-512 kernel
+  probe.SetShape(1, 8, 8);
+  probe.max_position_embeddings = probe.vocab_size = 8;
+  if (CreateModel(probe, avx512).ok()) kernels.emplace_back("avx512", avx512);
   return kernels;
 }
 
@@ -89,6 +87,30 @@ TEST(Sampler, GreedyDecodingReproducesHuggingFaceGenerate) {
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(out[0].tokens, want);
   EXPECT_EQ(out[0].finish_reason, FinishReason::kLength);
+}
+
+// A row nobody waits for leaves the batch at the next step; the other rows sample exactly what they would have.
+TEST(Sampler, AbandonedRowsLeaveTheBatchWithoutChangingTheOthers) {
+  auto model = RandomLm();
+  ASSERT_NE(model, nullptr);
+  auto sampler = *Sampler::Create(model.get());
+  SamplingOptions options;
+  options.max_new_tokens = 20;
+  options.seed = 11;
+  options.eos_token_ids = {};
+  const auto full = GenerateOrDie(*sampler, MixedPrompts(), options);
+  int asked_about_row_1 = 0;
+  options.abandoned = [&](int64_t row) { return row == 1 && ++asked_about_row_1 >= 3; };
+  const auto cut = GenerateOrDie(*sampler, MixedPrompts(), options);
+  ASSERT_EQ(cut.size(), full.size());
+  EXPECT_EQ(cut[1].finish_reason, FinishReason::kAbandoned);
+  EXPECT_EQ(cut[1].tokens.size(), 3u);  // asked after each of its first three tokens
+  EXPECT_EQ(asked_about_row_1, 3);      // and never again
+  EXPECT_EQ(FinishReasonName(cut[1].finish_reason), "abandoned");
+  for (size_t i : {0u, 2u, 3u}) {
+    EXPECT_EQ(cut[i].tokens, full[i].tokens) << "row " << i;
+    EXPECT_EQ(cut[i].finish_reason, full[i].finish_reason) << "row " << i;
+  }
 }
 
 TEST(Sampler, CachedDecodingMatchesFullRecomputationWithEveryKernel) {
@@ -192,11 +214,12 @@ TEST(Sampler, DecodingFollowsLoadWeights) {
     ASSERT_TRUE(bytes.ok());
     auto file = SafetensorsFile::Parse(*bytes, "update");
     ASSERT_TRUE(file.ok());
-    ASSERT_TRUE(model->LoadWeights(**file).ok());
+    const std::unique_ptr<WeightSource> weights = WeightSource::FromFile(*std::move(file));
+    ASSERT_TRUE(model->LoadWeights(*weights).ok());
     const auto cached = GenerateOrDie(*sampler, {{7, 8, 9}}, options);
     // Reference: a fresh model that never built weight copies, given the same weights.
     auto fresh = TinyLm(kernel_options);
-    ASSERT_TRUE(fresh->LoadWeights(**file).ok());
+    ASSERT_TRUE(fresh->LoadWeights(*weights).ok());
     auto fresh_sampler = *Sampler::Create(fresh.get());
     const auto want = GenerateOrDie(*fresh_sampler, {{7, 8, 9}}, options);
     EXPECT_EQ(cached[0].tokens, want[0].tokens);
@@ -349,7 +372,7 @@ TEST(Sampler, RejectsBadRequestsWithClearErrors) {
       {{}, options, "no prompts"},
       {{{1}, {}}, options, "prompts[1] is empty"},
       {{{1, 97}}, options, "prompts[0][1]=97 is outside the vocabulary [0, 97)"},
-      {{{1, 2, 3}}, long_run, "prompts[0] has 3 tokens; with max_new_tokens 46 that exceeds n_positions 48"},
+      {{{1, 2, 3}}, long_run, "prompts[0] has 3 tokens; with max_new_tokens 46 that exceeds max_position_embeddings 48"},
       {{{1}}, seeds, "row_seeds has 2 seeds for 1 prompts"},
       {{{1}}, stop, "stop_strings need a decode function"},
       {{{1}}, top_p, "top_p must be in (0, 1]"},

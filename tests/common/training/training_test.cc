@@ -11,7 +11,7 @@
 #include <ATen/ops/tensor.h>
 #include <c10/core/GradMode.h>
 
-#include "common/model/gpt2.h"
+#include "common/model/causal_lm.h"
 #include "common/model/sampler.h"
 #include "common/training/optimizer.h"
 #include "common/training/ppo_learner.h"
@@ -29,25 +29,23 @@ using ::testing::HasSubstr;
 constexpr int64_t kSep = 1;
 constexpr int64_t kEos = 2;
 
-std::unique_ptr<model::Gpt2Model> TinyModel(uint64_t seed, bool reward_head = false, bool value_head = false,
+std::unique_ptr<model::CausalLm> TinyModel(uint64_t seed, bool reward_head = false, bool value_head = false,
                                             int64_t vocab = 16, int64_t width = 32) {
-  model::Gpt2Config config;
-  config.n_layer = 2;
-  config.n_embd = width;
-  config.n_head = 4;
-  config.n_positions = 32;
+  model::ModelConfig config;
+  config.SetShape(2, width, 4);
+  config.max_position_embeddings = 32;
   config.vocab_size = vocab;
-  model::Gpt2Options options;
+  model::ModelOptions options;
   options.init_seed = seed;
   options.reward_head = reward_head;
   options.value_head = value_head;
-  auto model = model::Gpt2Model::Create(config, options);
+  auto model = model::CreateModel(config, options);
   EXPECT_TRUE(model.ok()) << model.status();
   return std::move(*model);
 }
 
-std::unique_ptr<model::Gpt2Model> CloneModel(const model::Gpt2Model& source) {
-  auto copy = model::Gpt2Model::Create(source.config(), source.options());
+std::unique_ptr<model::CausalLm> CloneModel(const model::CausalLm& source) {
+  auto copy = model::CreateModel(source.config(), source.options());
   EXPECT_TRUE(copy.ok());
   c10::NoGradGuard no_grad;
   auto src = source.NamedParameters();
@@ -194,7 +192,7 @@ TEST(TrainSft, KeepsTheEpochWithTheBestScore) {
   options.selection = EpochSelection::kScore;
   int epoch = 0;
   const double scores[] = {0.5, 0.9, 0.1};  // e.g. the mean reward of sampled responses after each epoch
-  options.epoch_score = [&](const model::Gpt2Model&) -> absl::StatusOr<double> { return scores[epoch++]; };
+  options.epoch_score = [&](const model::CausalLm&) -> absl::StatusOr<double> { return scores[epoch++]; };
   auto result = TrainSft(*model, train, validation, options, nullptr);
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->selected_epoch, 2);
@@ -335,7 +333,7 @@ struct PpoRun {
   std::vector<PpoStepStats> stats;
 };
 
-std::vector<Rollout> SampleRollouts(const model::Gpt2Model& policy, const model::Gpt2Model& reference, int n,
+std::vector<Rollout> SampleRollouts(const model::CausalLm& policy, const model::CausalLm& reference, int n,
                                     uint64_t seed) {
   auto sampler = model::Sampler::Create(&policy);
   EXPECT_TRUE(sampler.ok());
@@ -379,9 +377,9 @@ PpoOptions ToyPpoOptions(double beta) {
 }
 
 PpoRun RunToyPpo(double beta, int iterations) {
-  auto policy = std::shared_ptr<model::Gpt2Model>(TinyModel(11));
+  auto policy = std::shared_ptr<model::CausalLm>(TinyModel(11));
   auto reference = CloneModel(*policy);
-  auto value = std::shared_ptr<model::Gpt2Model>(TinyModel(12, false, /*value_head=*/true));
+  auto value = std::shared_ptr<model::CausalLm>(TinyModel(12, false, /*value_head=*/true));
   auto learner = PpoLearner::Create(policy, value);
   EXPECT_TRUE(learner.ok()) << learner.status();
   PpoRun run;
@@ -431,9 +429,9 @@ TEST(PpoLearner, RaisesAToyRewardWithBoundedKlAndALargeBetaStaysNearTheReference
 }
 
 TEST(PpoLearner, RestoredStateGivesTheSameNextStepAsAnUninterruptedRun) {
-  auto policy = std::shared_ptr<model::Gpt2Model>(TinyModel(21));
+  auto policy = std::shared_ptr<model::CausalLm>(TinyModel(21));
   auto reference = CloneModel(*policy);
-  auto value = std::shared_ptr<model::Gpt2Model>(TinyModel(22, false, true));
+  auto value = std::shared_ptr<model::CausalLm>(TinyModel(22, false, true));
   auto learner = PpoLearner::Create(policy, value);
   ASSERT_TRUE(learner.ok());
   PpoOptions options = ToyPpoOptions(0.1);
@@ -454,8 +452,8 @@ TEST(PpoLearner, RestoredStateGivesTheSameNextStepAsAnUninterruptedRun) {
   auto uninterrupted = (*learner)->Step(second, options);
   ASSERT_TRUE(uninterrupted.ok());
 
-  auto resumed = PpoLearner::Create(std::shared_ptr<model::Gpt2Model>(std::move(saved_policy)),
-                                    std::shared_ptr<model::Gpt2Model>(std::move(saved_value)));
+  auto resumed = PpoLearner::Create(std::shared_ptr<model::CausalLm>(std::move(saved_policy)),
+                                    std::shared_ptr<model::CausalLm>(std::move(saved_value)));
   ASSERT_TRUE(resumed.ok());
   ASSERT_TRUE((*resumed)->Restore(saved_tensors, saved_state).ok());
   auto again = (*resumed)->Step(second, options);
@@ -473,8 +471,8 @@ TEST(PpoLearner, RestoredStateGivesTheSameNextStepAsAnUninterruptedRun) {
 }
 
 TEST(PpoLearner, RejectsMalformedRolloutsNamingTheField) {
-  auto policy = std::shared_ptr<model::Gpt2Model>(TinyModel(21));
-  auto value = std::shared_ptr<model::Gpt2Model>(TinyModel(22, false, true));
+  auto policy = std::shared_ptr<model::CausalLm>(TinyModel(21));
+  auto value = std::shared_ptr<model::CausalLm>(TinyModel(22, false, true));
   auto learner = PpoLearner::Create(policy, value);
   ASSERT_TRUE(learner.ok());
   Rollout r;

@@ -3,7 +3,7 @@
 #include <memory>
 #include <string>
 
-#include "common/model/gpt2_config.h"
+#include "common/model/model_config.h"
 #include "common/serving/model_store.h"
 #include "common/util/file_util.h"
 #include "gmock/gmock.h"
@@ -32,12 +32,12 @@ TEST(InitRunModelsTest, WritesThePolicyAndRewardModelsARunOfTheBuiltinTaskStarts
   config.mutable_task()->set_builtin_task(orchestrator::kBuiltinTaskName);
   auto files = orchestrator::PrepareRun(orchestrator::WithDefaults(config), dir + "/run");
   ASSERT_TRUE(files.ok()) << files.status();
-  auto run_model = model::Gpt2Config::FromFile(files->init_model + "/config.json");
+  auto run_model = model::ModelConfig::FromFile(files->init_model + "/config.json");
   ASSERT_TRUE(run_model.ok()) << run_model.status();
   for (const char* name : {"policy", "reward"}) {
-    auto served = model::Gpt2Config::FromFile(dir + "/models/" + name + "/config.json");
+    auto served = model::ModelConfig::FromFile(dir + "/models/" + name + "/config.json");
     ASSERT_TRUE(served.ok()) << served.status();
-    EXPECT_TRUE(serving::CheckSameArchitecture(*served, *run_model).ok()) << name;
+    EXPECT_TRUE(model::CheckSameArchitecture(*served, *run_model).ok()) << name;
     EXPECT_TRUE(util::PathExists(dir + "/models/" + name + "/tokenizer.json")) << name;
   }
 

@@ -1,0 +1,57 @@
+// The Llama family as a CausalLm (Hugging Face's LlamaModel / Qwen2Model / Qwen3Model / MistralModel): RMSNorm
+// (computed in float32, `weight * x * rsqrt(mean(x^2) + eps)`), rotary position embeddings (`rotate_half` pairing,
+// `rope_theta`, optional Llama 3 frequency scaling), grouped-query attention (query head h reads key/value head
+// h / (heads / kv_heads)), optional q/k/v and o biases (Qwen2, `attention_bias`), per-head q/k RMSNorm before RoPE
+// (Qwen3), `head_dim` apart from hidden / heads, SiLU-gated MLP `down(silu(gate(x)) * up(x))`, tied or untied LM
+// head.
+//
+// Checkpoints are Hugging Face's: `model.layers.N.self_attn.q_proj.weight` ... in nn.Linear layout [out, in] (the
+// `model.` prefix is optional on load), `lm_head.weight` when untied, `score.weight` for *ForSequenceClassification.
+//
+// Made by CreateModel / LoadModel (causal_lm.h) for model_type "llama", "qwen2", "qwen3" and "mistral".
+#ifndef RLHF_COMMON_MODEL_LLAMA_H_
+#define RLHF_COMMON_MODEL_LLAMA_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "common/model/causal_lm.h"
+
+namespace rlhf::model {
+
+class LlamaModel final : public CausalLm {
+ private:
+  friend class CausalLm;
+  LlamaModel(const ModelConfig& config, const ModelOptions& options);
+
+  struct Layer {
+    at::Tensor input_norm_w, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, q_norm_w, k_norm_w;
+    at::Tensor post_norm_w, gate_w, gate_b, up_w, up_b, down_w, down_b;  // biases undefined when absent
+  };
+
+  std::vector<ParameterSpec> BodySpecs() const override;
+  void BindParameters() override;
+  std::string StoredName(const std::string& name, const WeightSource& weights) const override;
+  bool IsIgnoredTensor(const std::string& stored_name) const override;
+  at::Tensor HiddenStates(const at::Tensor& ids, const at::Tensor& positions, const at::Tensor& blocked,
+                          KvCache* cache, int64_t start, bool training) const override;
+  at::Tensor LmHead(const at::Tensor& hidden) const override;
+  at::Tensor DecodeStepCpu(const at::Tensor& ids, const at::Tensor& positions, KvCache* cache) const override;
+  void ResetScratch(int64_t batch, KvCache* cache) const override;
+
+  // cos and sin of the rotary angles at `positions` [b, t]: each [b, t, head_dim] float32.
+  std::pair<at::Tensor, at::Tensor> RotaryAngles(const at::Tensor& positions) const;
+  // RMSNorm over the last dimension, in float32.
+  at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
+
+  at::Tensor inv_freq_;  // [head_dim / 2] float32: RoPE frequencies after the config's scaling
+  at::Tensor embed_w_, norm_w_, lm_head_w_;  // lm_head_w_ is embed_w_ when tied
+  std::vector<Layer> layers_;
+};
+
+}  // namespace rlhf::model
+
+#endif  // RLHF_COMMON_MODEL_LLAMA_H_
