@@ -16,6 +16,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "rlhf/v1/labeling.grpc.pb.h"
+#include "common/util/file_util.h"
+#include "tests/testing/test_certs.h"
 #include "tests/testing/test_util.h"
 
 extern char** environ;
@@ -211,6 +213,76 @@ TEST(Server, FailsToStartOnBadOptions) {
   options.listen_address = "not-an-address";
   server = Server::Start(options, {}, nullptr, &echo);
   EXPECT_EQ(server.status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(Server, CountsAndLogsCallsRefusedForWantOfAToken) {
+  ServerOptions options = LoopbackOptions();
+  options.security.bearer_token = "s3cret-token";
+  TestServer t(options);
+  ASSERT_NE(t.server, nullptr);
+  std::string reply;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(CallRaw(*t.channel, kEchoMethod, "x", &reply).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  auto text = rlhf::testing::HttpGet(t.server->metrics_port(), "/metrics");
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_THAT(*text, HasSubstr("rlhf_rpc_requests_total{code=\"UNAUTHENTICATED\",method=\"/rlhf.test.Echo/Echo\","
+                               "service=\"runtime-test\"} 3"));
+}
+
+TEST(Server, NamesATlsKeyThatDoesNotMatchItsCertificate) {
+  const std::string dir = rlhf::testing::MakeTempDir("tls_mismatch");
+  auto ca = rlhf::testing::MakeCertificateAuthority("test-ca");
+  ASSERT_TRUE(ca.ok()) << ca.status();
+  auto server_cert = rlhf::testing::MakeSignedCertificate(*ca, "localhost", /*server=*/true);
+  ASSERT_TRUE(server_cert.ok()) << server_cert.status();
+  auto other_key = rlhf::testing::MakePrivateKey();
+  ASSERT_TRUE(other_key.ok()) << other_key.status();
+  ASSERT_TRUE(util::WriteFileAtomically(dir + "/cert.pem", server_cert->cert).ok());
+  ASSERT_TRUE(util::WriteFileAtomically(dir + "/key.pem", *other_key).ok());
+  ServerOptions options = LoopbackOptions();
+  options.security.tls_cert_file = dir + "/cert.pem";
+  options.security.tls_key_file = dir + "/key.pem";
+  EchoService echo;
+  auto server = Server::Start(options, {}, nullptr, &echo);
+  ASSERT_FALSE(server.ok());
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(server.status().message()), HasSubstr("--tls_key_file"));
+  EXPECT_THAT(std::string(server.status().message()), HasSubstr("--tls_cert_file"));
+  EXPECT_THAT(std::string(server.status().message()), HasSubstr("does not match"));
+  EXPECT_THAT(std::string(server.status().message()), ::testing::Not(HasSubstr("address in use")));
+}
+
+// Requests to methods that carry small messages are refused above the small limit, naming it, before any handler.
+TEST(Server, RefusesOversizeRequestsToSmallMethodsNamingTheLimit) {
+  TestServer t(LoopbackOptions());
+  ASSERT_NE(t.server, nullptr);
+  rlhf::v1::GetQueueStatsRequest request;
+  request.set_run_id(std::string(5 << 20, 'r'));
+  std::string reply;
+  const grpc::Status status =
+      CallRaw(*t.channel, "/rlhf.v1.LabelingService/GetQueueStats", request.SerializeAsString(), &reply);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("4194304"));
+}
+
+TEST(Server, AnswersAnUnparseableRequestWithInvalidArgument) {
+  TestServer t(LoopbackOptions());
+  ASSERT_NE(t.server, nullptr);
+  std::string reply;
+  const grpc::Status status =
+      CallRaw(*t.channel, "/rlhf.v1.LabelingService/GetQueueStats", std::string("\xff\xff\xff\xff", 4), &reply);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("not a valid rlhf.v1.GetQueueStatsRequest"));
+}
+
+TEST(BearerTokenMatches, AcceptsTheSchemeInAnyCase) {
+  EXPECT_TRUE(BearerTokenMatches("Bearer s3cret", "s3cret"));
+  EXPECT_TRUE(BearerTokenMatches("bearer s3cret", "s3cret"));
+  EXPECT_TRUE(BearerTokenMatches("BEARER s3cret", "s3cret"));
+  EXPECT_FALSE(BearerTokenMatches("bearer S3cret", "s3cret"));
+  EXPECT_FALSE(BearerTokenMatches("Basic s3cret", "s3cret"));
+  EXPECT_FALSE(BearerTokenMatches("bearers3cret", "s3cret"));
 }
 
 // A server process receives SIGTERM while a slow call is in flight: health turns NOT_SERVING, the call completes,
