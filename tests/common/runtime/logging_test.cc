@@ -2,6 +2,7 @@
 // that libprotobuf and gRPC core log on their own.
 #include "common/runtime/logging.h"
 
+#include <grpc/grpc.h>
 #include <grpc/support/log.h>
 #include <unistd.h>
 
@@ -37,6 +38,7 @@ std::string CaptureStderr(const std::function<void()>& write_logs) {
 }
 
 TEST(Logging, LibraryLinesAreJsonWhenJsonIsAsked) {
+  grpc_init();  // as any process with a server or a channel has done
   LoggingOptions options;
   options.format = LogFormat::kJson;
   ASSERT_TRUE(InitLogging(options).ok());
@@ -62,6 +64,7 @@ TEST(Logging, LibraryLinesAreJsonWhenJsonIsAsked) {
   EXPECT_THAT(text, HasSubstr("a gRPC core line 42"));
   options.format = LogFormat::kText;
   ASSERT_TRUE(InitLogging(options).ok());
+  grpc_shutdown();
 }
 
 }  // namespace

@@ -9,10 +9,13 @@
 #include <unistd.h>
 
 #include <future>
+#include <sstream>
 #include <string>
 #include <thread>
 
 #include "common/runtime/client.h"
+#include "common/runtime/logging.h"
+#include "spdlog/sinks/ostream_sink.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "rlhf/v1/labeling.grpc.pb.h"
@@ -31,12 +34,21 @@ using ::rlhf::testing::kEchoMethod;
 using ::rlhf::testing::kSlowMethod;
 using ::testing::HasSubstr;
 
+// One caller with a bearer token: `name` holding `roles`.
+std::shared_ptr<const Authenticator> OneToken(const std::string& token, const std::string& name = "default",
+                                              RoleSet roles = kRoleAdmin) {
+  return std::make_shared<const Authenticator>(std::vector<Authenticator::Token>{{token, {name, roles}}},
+                                               std::map<std::string, RoleSet, std::less<>>{});
+}
+
 ServerOptions LoopbackOptions() {
   ServerOptions options;
   options.name = "runtime-test";
   options.listen_address = "127.0.0.1:0";
   options.metrics_address = "127.0.0.1:0";
   options.shutdown_deadline = absl::Seconds(5);
+  // The echo service's methods, for clients.
+  options.access.Add({kEchoMethod, kRoleClient}).Add({kSlowMethod, kRoleClient});
   return options;
 }
 
@@ -136,7 +148,7 @@ TEST(Server, ReflectionListsTheServices) {
 
 TEST(Server, RefusesCallsWithoutTheBearerTokenButKeepsHealthOpen) {
   ServerOptions options = LoopbackOptions();
-  options.security.bearer_token = "s3cret-token";
+  options.security.authenticator = OneToken("s3cret-token");
   TestServer t(options);
   ASSERT_NE(t.server, nullptr);
   std::string reply;
@@ -186,6 +198,7 @@ TEST(Server, ExportsRequestCounterAndLatencyHistogram) {
 
 TEST(Server, RejectsOversizeMessagesWithResourceExhausted) {
   ServerOptions options = LoopbackOptions();
+  options.max_request_bytes = 1024;
   options.max_message_bytes = 1024;
   TestServer t(options);
   ASSERT_NE(t.server, nullptr);
@@ -217,17 +230,31 @@ TEST(Server, FailsToStartOnBadOptions) {
 
 TEST(Server, CountsAndLogsCallsRefusedForWantOfAToken) {
   ServerOptions options = LoopbackOptions();
-  options.security.bearer_token = "s3cret-token";
+  options.security.authenticator = OneToken("s3cret-token");
   TestServer t(options);
   ASSERT_NE(t.server, nullptr);
+  auto log = std::make_shared<std::ostringstream>();
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(*log);
+  Logger("rpc")->sinks().push_back(sink);
   std::string reply;
   for (int i = 0; i < 3; ++i) {
     ASSERT_EQ(CallRaw(*t.channel, kEchoMethod, "x", &reply).error_code(), grpc::StatusCode::UNAUTHENTICATED);
   }
+  Logger("rpc")->sinks().pop_back();
+  EXPECT_THAT(log->str(), HasSubstr("rpc refused method=/rlhf.test.Echo/Echo code=UNAUTHENTICATED"));
+  EXPECT_THAT(log->str(), HasSubstr("missing bearer token"));
   auto text = rlhf::testing::HttpGet(t.server->metrics_port(), "/metrics");
   ASSERT_TRUE(text.ok()) << text.status();
   EXPECT_THAT(*text, HasSubstr("rlhf_rpc_requests_total{code=\"UNAUTHENTICATED\",method=\"/rlhf.test.Echo/Echo\","
                                "service=\"runtime-test\"} 3"));
+  // A path the server does not know is counted under "unknown": callers choose paths, and labels must stay few.
+  ASSERT_EQ(CallRaw(*t.channel, "/no.Such/Method-1", "x", &reply).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  ASSERT_EQ(CallRaw(*t.channel, "/no.Such/Method-2", "x", &reply).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  text = rlhf::testing::HttpGet(t.server->metrics_port(), "/metrics");
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_THAT(*text, HasSubstr("rlhf_rpc_requests_total{code=\"UNAUTHENTICATED\",method=\"unknown\","
+                               "service=\"runtime-test\"} 2"));
+  EXPECT_THAT(*text, ::testing::Not(HasSubstr("Method-1")));
 }
 
 TEST(Server, NamesATlsKeyThatDoesNotMatchItsCertificate) {
@@ -264,6 +291,21 @@ TEST(Server, RefusesOversizeRequestsToSmallMethodsNamingTheLimit) {
       CallRaw(*t.channel, "/rlhf.v1.LabelingService/GetQueueStats", request.SerializeAsString(), &reply);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
   EXPECT_THAT(status.error_message(), HasSubstr("4194304"));
+}
+
+// gRPC buffers a whole request before any check; after a large one the freed memory goes back to the kernel.
+TEST(Server, GivesMemoryBackAfterALargeRequest) {
+  TestServer t(LoopbackOptions());
+  ASSERT_NE(t.server, nullptr);
+  const int64_t before = t.server->memory_trims();
+  rlhf::v1::GetQueueStatsRequest request;
+  request.set_run_id(std::string(5 << 20, 'r'));
+  std::string reply;
+  ASSERT_EQ(CallRaw(*t.channel, "/rlhf.v1.LabelingService/GetQueueStats", request.SerializeAsString(), &reply)
+                .error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+  for (int i = 0; i < 600 && t.server->memory_trims() == before; ++i) absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_GT(t.server->memory_trims(), before);
 }
 
 TEST(Server, AnswersAnUnparseableRequestWithInvalidArgument) {
