@@ -14,8 +14,9 @@
 #   RLHF_CLUSTER_PROMETHEUS_PORT   Prometheus's port (default 9090)
 #   RLHF_CLUSTER_SCRAPE_INTERVAL   Prometheus's scrape and rule-evaluation interval (default 5s)
 #   RLHF_CLUSTER_THREADS           LibTorch threads of each model service (default 1: three share the machine)
-#   RLHF_CLUSTER_TOKEN_FILE        bearer token file: every service requires the token in it (--auth_token_file) and
-#                                  the orchestrator sends it to the others (default: none, no token asked)
+#   RLHF_CLUSTER_TOKEN_FILE        callers' token file (`TOKEN NAME ROLES` lines, or one bare token): every service
+#                                  takes its callers from it (--auth_token_file) and the orchestrator sends the first
+#                                  line's token, which needs role operator (default: none, no token asked)
 # Services are started with the flags they run with in docker-compose.yml and deploy/k8s.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
