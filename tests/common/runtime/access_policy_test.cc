@@ -98,7 +98,9 @@ TEST(AccessPolicy, TheSuiteTableHasEveryRpcOfTheSixServicesAndNothingElse) {
   }
   // Only privileged roles' methods take large requests.
   for (const auto& [method, rule] : policy.rules()) {
-    if (rule.large_requests) EXPECT_EQ(rule.roles & kRoleClient, 0u) << method;
+    if (rule.large_requests) {
+      EXPECT_EQ(rule.roles & kRoleClient, 0u) << method;
+    }
   }
 }
 

@@ -281,7 +281,7 @@ TEST(LabelingServiceTest, ALabelerIsTheAuthenticatedCallerNotWhatItsRequestSays)
 
   // bob cannot answer alice's task, whether he names himself, alice, or nobody.
   v1::SubmitRankingResponse submitted;
-  for (const std::string& claimed : {"", "bob", "alice"}) {
+  for (const char* claimed : {"", "bob", "alice"}) {
     context = runtime::ContextWithTimeout(absl::Seconds(5));
     status = bob->SubmitRanking(context.get(), RankByLength(task, claimed), &submitted);
     EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED) << "bob claiming '" << claimed << "'";
