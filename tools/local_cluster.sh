@@ -57,6 +57,15 @@ live_pid() {
   [ "${exe% (deleted)}" = "$expected" ]
 }
 
+# True once process `$1` has exited: gone, or a zombie left for its parent to reap. (Its /proc/PID/exe vanishes
+# earlier, while the kernel is still tearing the process down, so live_pid is not the test for that.)
+exited() {
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0
+  stat="${stat##*) }"
+  [ "${stat%% *}" = Z ]
+}
+
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 healthy() { "$build/tools/cli/rlhf-health" --quiet --timeout=1s --service="rlhf.v1.${grpc_service[$1]}" "127.0.0.1:$(port "$1")"; }
@@ -236,7 +245,7 @@ down() {
   local entry deadline=$(( $(date +%s) + 20 )) left=()
   for entry in "${stopped[@]}"; do
     name="${entry%%:*}"
-    until ! live_pid "$name"; do
+    until exited "${entry#*:}"; do
       if [ "$(date +%s)" -ge "$deadline" ]; then
         echo "local_cluster: $name (pid ${entry#*:}) did not exit in 20 s after SIGTERM: SIGKILL" >&2
         kill -KILL "${entry#*:}" 2>/dev/null || true
