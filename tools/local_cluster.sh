@@ -14,8 +14,9 @@
 #   RLHF_CLUSTER_PROMETHEUS_PORT   Prometheus's port (default 9090)
 #   RLHF_CLUSTER_SCRAPE_INTERVAL   Prometheus's scrape and rule-evaluation interval (default 5s)
 #   RLHF_CLUSTER_THREADS           LibTorch threads of each model service (default 1: three share the machine)
-#   RLHF_CLUSTER_TOKEN_FILE        bearer token file: every service requires the token in it (--auth_token_file) and
-#                                  the orchestrator sends it to the others (default: none, no token asked)
+#   RLHF_CLUSTER_TOKEN_FILE        callers' token file (`TOKEN NAME ROLES` lines, or one bare token): every service
+#                                  takes its callers from it (--auth_token_file) and the orchestrator sends the first
+#                                  line's token, which needs role operator (default: none, no token asked)
 # Services are started with the flags they run with in docker-compose.yml and deploy/k8s.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -54,6 +55,15 @@ live_pid() {
   exe="$(readlink "/proc/$pid/exe")" || return 1
   # A binary rebuilt while it runs shows as "<path> (deleted)": still ours.
   [ "${exe% (deleted)}" = "$expected" ]
+}
+
+# True once process `$1` has exited: gone, or a zombie left for its parent to reap. (Its /proc/PID/exe vanishes
+# earlier, while the kernel is still tearing the process down, so live_pid is not the test for that.)
+exited() {
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0
+  stat="${stat##*) }"
+  [ "${stat%% *}" = Z ]
 }
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -235,7 +245,7 @@ down() {
   local entry deadline=$(( $(date +%s) + 20 )) left=()
   for entry in "${stopped[@]}"; do
     name="${entry%%:*}"
-    until ! live_pid "$name"; do
+    until exited "${entry#*:}"; do
       if [ "$(date +%s)" -ge "$deadline" ]; then
         echo "local_cluster: $name (pid ${entry#*:}) did not exit in 20 s after SIGTERM: SIGKILL" >&2
         kill -KILL "${entry#*:}" 2>/dev/null || true

@@ -5,8 +5,12 @@
 #include <ctime>
 #include <mutex>
 
+#include <google/protobuf/stubs/logging.h>
+#include <grpc/support/log.h>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/runtime/status_util.h"
 #include "spdlog/formatter.h"
 #include "spdlog/sinks/stdout_sinks.h"
 #include "spdlog/spdlog.h"
@@ -54,9 +58,42 @@ void ApplyFormat(spdlog::logger& logger, LogFormat format) {
   }
 }
 
+// libprotobuf's lines ("[libprotobuf ERROR ...]" on stderr by default) on the "protobuf" logger.
+void ProtobufLogHandler(google::protobuf::LogLevel level, const char* filename, int line, const std::string& message) {
+  spdlog::level::level_enum to = spdlog::level::info;
+  switch (level) {
+    case google::protobuf::LOGLEVEL_INFO:
+      to = spdlog::level::info;
+      break;
+    case google::protobuf::LOGLEVEL_WARNING:
+      to = spdlog::level::warn;
+      break;
+    case google::protobuf::LOGLEVEL_ERROR:
+      to = spdlog::level::err;
+      break;
+    case google::protobuf::LOGLEVEL_FATAL:
+      to = spdlog::level::critical;
+      break;
+  }
+  auto logger = Logger("protobuf");
+  logger->log(to, "{} ({}:{})", message, filename != nullptr ? filename : "?", line);
+  if (to == spdlog::level::critical) logger->flush();  // libprotobuf aborts after a fatal line
+}
+
+// gRPC core's lines (gpr_log, filtered by GRPC_VERBOSITY, ERROR by default) on the "grpc" logger.
+void GrpcLogFunction(gpr_log_func_args* args) {
+  spdlog::level::level_enum to = spdlog::level::info;
+  if (args->severity == GPR_LOG_SEVERITY_DEBUG) to = spdlog::level::debug;
+  if (args->severity == GPR_LOG_SEVERITY_ERROR) to = spdlog::level::err;
+  Logger("grpc")->log(to, "{} ({}:{})", args->message != nullptr ? args->message : "",
+                      args->file != nullptr ? args->file : "?", args->line);
+}
+
 }  // namespace
 
-std::string JsonEscape(const std::string& text) {
+std::string JsonEscape(const std::string& raw) {
+  // JSON text is UTF-8: bytes that are not become U+FFFD.
+  const std::string text = Utf8Safe(raw);
   std::string out;
   out.reserve(text.size() + 8);
   for (const char c : text) {
@@ -104,6 +141,12 @@ absl::Status InitLogging(const LoggingOptions& options) {
     return absl::InvalidArgumentError(
         absl::StrCat("log level '", options.level, "' is not one of: trace, debug, info, warn, error, critical, off"));
   }
+  // The libraries that log on their own do so through our loggers from now on, in the same format.
+  static std::once_flag routed;
+  std::call_once(routed, [] {
+    google::protobuf::SetLogHandler(&ProtobufLogHandler);
+    gpr_set_log_function(&GrpcLogFunction);
+  });
   std::lock_guard<std::mutex> lock(LoggingMutex());
   CurrentOptions() = options;
   spdlog::set_level(level);

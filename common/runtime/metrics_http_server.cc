@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <sstream>
@@ -20,17 +21,6 @@ namespace rlhf::runtime {
 namespace {
 
 constexpr size_t kMaxRequestBytes = 8192;
-constexpr int kRequestTimeoutMs = 5000;
-
-void WriteAll(int fd, const std::string& data) {
-  size_t sent = 0;
-  while (sent < data.size()) {
-    const ssize_t n = ::send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;  // the client went away
-    sent += static_cast<size_t>(n);
-  }
-}
 
 std::string Response(const char* status, const char* content_type, const std::string& body) {
   return absl::StrCat("HTTP/1.1 ", status, "\r\nContent-Type: ", content_type, "\r\nContent-Length: ", body.size(),
@@ -40,7 +30,7 @@ std::string Response(const char* status, const char* content_type, const std::st
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
-    const std::string& address, std::shared_ptr<prometheus::Registry> registry) {
+    const std::string& address, std::shared_ptr<prometheus::Registry> registry, absl::Duration request_timeout) {
   const size_t colon = address.rfind(':');
   int port = -1;
   if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 0 || port > 65535) {
@@ -58,6 +48,7 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   }
   std::unique_ptr<MetricsHttpServer> server(new MetricsHttpServer());
   server->registry_ = std::move(registry);
+  server->request_timeout_ = request_timeout;
   server->listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   const int one = 1;
   ::setsockopt(server->listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -103,18 +94,47 @@ void MetricsHttpServer::Loop() {
   }
 }
 
+bool MetricsHttpServer::WaitFor(int fd, short events, absl::Time deadline) {
+  while (true) {
+    const absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) return false;
+    pollfd fds[2] = {{fd, events, 0}, {wake_pipe_[0], POLLIN, 0}};
+    const int timeout_ms = static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(left) + 1, 1 << 30));
+    const int n = ::poll(fds, 2, timeout_ms);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0 || fds[1].revents != 0) return false;  // error, timeout, or shutting down
+    return true;
+  }
+}
+
+void MetricsHttpServer::WriteAll(int fd, const std::string& data, absl::Time deadline) {
+  size_t sent = 0;
+  while (sent < data.size()) {
+    const ssize_t n = ::send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (!WaitFor(fd, POLLOUT, deadline)) return;  // a client that does not read is dropped
+      continue;
+    }
+    if (n <= 0) return;  // the client went away
+    sent += static_cast<size_t>(n);
+  }
+}
+
 void MetricsHttpServer::Serve(int fd) {
-  // Read the request head (bounded in size and time); the body, if any, is ignored.
+  // One deadline for the whole exchange, so that a client trickling bytes cannot hold the (single) serving thread,
+  // and shutdown interrupts any wait.
+  const absl::Time deadline = absl::Now() + request_timeout_;
   std::string request;
   char buffer[2048];
   while (request.find("\r\n\r\n") == std::string::npos && request.find("\n\n") == std::string::npos) {
-    pollfd pfd{fd, POLLIN, 0};
-    if (::poll(&pfd, 1, kRequestTimeoutMs) <= 0) return;
-    const ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
+    if (!WaitFor(fd, POLLIN, deadline)) return;
+    const ssize_t n = ::recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
     if (n <= 0) return;
     request.append(buffer, static_cast<size_t>(n));
     if (request.size() > kMaxRequestBytes) {
-      WriteAll(fd, Response("431 Request Header Fields Too Large", "text/plain", "request too large\n"));
+      WriteAll(fd, Response("431 Request Header Fields Too Large", "text/plain", "request too large\n"), deadline);
       return;
     }
   }
@@ -123,15 +143,15 @@ void MetricsHttpServer::Serve(int fd) {
   const std::string target = get ? line.substr(4, line.find(' ', 4) - 4) : "";
   const std::string path = target.substr(0, target.find('?'));
   if (!get) {
-    WriteAll(fd, Response("405 Method Not Allowed", "text/plain", "only GET is served\n"));
+    WriteAll(fd, Response("405 Method Not Allowed", "text/plain", "only GET is served\n"), deadline);
   } else if (path == "/metrics") {
     std::ostringstream body;
     prometheus::TextSerializer().Serialize(body, registry_->Collect());
-    WriteAll(fd, Response("200 OK", "text/plain; version=0.0.4; charset=utf-8", body.str()));
+    WriteAll(fd, Response("200 OK", "text/plain; version=0.0.4; charset=utf-8", body.str()), deadline);
   } else if (path == "/healthz") {
-    WriteAll(fd, Response("200 OK", "text/plain", "ok\n"));
+    WriteAll(fd, Response("200 OK", "text/plain", "ok\n"), deadline);
   } else {
-    WriteAll(fd, Response("404 Not Found", "text/plain", "not found: try /metrics\n"));
+    WriteAll(fd, Response("404 Not Found", "text/plain", "not found: try /metrics\n"), deadline);
   }
 }
 

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "prometheus/registry.h"
 
 namespace rlhf::runtime {
@@ -21,11 +22,12 @@ namespace rlhf::runtime {
 class MetricsHttpServer {
  public:
   // Listens on `address` (host:port; port 0 picks a free one; host may be an IPv4 address, "localhost" or "0.0.0.0")
-  // and serves `registry`. UNAVAILABLE naming the address when it cannot listen, INVALID_ARGUMENT when the address
-  // is malformed.
+  // and serves `registry`. A connection gets `request_timeout` in all to send its request and take the answer.
+  // UNAVAILABLE naming the address when it cannot listen, INVALID_ARGUMENT when the address is malformed.
   static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(const std::string& address,
-                                                                  std::shared_ptr<prometheus::Registry> registry);
-  ~MetricsHttpServer();  // stops serving and joins the thread
+                                                                  std::shared_ptr<prometheus::Registry> registry,
+                                                                  absl::Duration request_timeout = absl::Seconds(5));
+  ~MetricsHttpServer();  // stops serving at once (dropping a connection being served) and joins the thread
 
   int port() const { return port_; }
 
@@ -33,8 +35,12 @@ class MetricsHttpServer {
   MetricsHttpServer() = default;
   void Loop();
   void Serve(int fd);
+  // Waits until `fd` is ready for `events`; false on the deadline, an error, or shutdown.
+  bool WaitFor(int fd, short events, absl::Time deadline);
+  void WriteAll(int fd, const std::string& data, absl::Time deadline);
 
   std::shared_ptr<prometheus::Registry> registry_;
+  absl::Duration request_timeout_;
   int listen_fd_ = -1;
   int wake_pipe_[2] = {-1, -1};
   int port_ = 0;

@@ -23,6 +23,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     return absl::InvalidArgumentError(
         absl::StrCat("--max_message_bytes must be positive, got ", options.max_message_bytes));
   }
+  if (options.max_request_bytes <= 0 || options.max_request_bytes > options.max_message_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("--max_request_bytes must be in [1, --max_message_bytes=",
+                                                   options.max_message_bytes, "], got ", options.max_request_bytes));
+  }
   if (options.max_concurrent_streams <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("--max_concurrent_streams must be positive, got ", options.max_concurrent_streams));
@@ -39,24 +43,53 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
       .Add({{"service", options.name}, {"version", RLHF_VERSION}})
       .Set(1);
 
-  auto credentials = MakeServerCredentials(options.security);
+  server->refused_log_ = std::make_unique<RefusedCallLog>();
+  MemoryTrimmerOptions trimmer;
+  RpcMetrics* metrics = server->rpc_metrics_.get();
+  trimmer.idle = [metrics] { return metrics->InFlight() == 0; };
+  server->trimmer_ = std::make_unique<MemoryTrimmer>(trimmer);
+  server->request_guard_ = std::make_unique<RequestGuard>();
+  server->observer_options_ = std::make_unique<RpcObserverOptions>();
+  server->observer_options_->metrics = server->rpc_metrics_.get();
+  server->observer_options_->request_guard = server->request_guard_.get();
+  server->observer_options_->trimmer = server->trimmer_.get();
+  server->observer_options_->policy = &server->options_.access;
+  server->observer_options_->authenticator = server->options_.security.authenticator.get();
+
+  // Calls refused before any handler: counted (the method label only ever a known method, as the path is the
+  // caller's to choose), logged at a bounded rate, and their buffered bytes given back.
+  Server* raw = server.get();
+  auto on_refused = [raw](absl::string_view method, grpc::StatusCode code, absl::string_view message) {
+    const std::string code_name = StatusCodeName(code);
+    const bool known = raw->options_.access.Find(method) != nullptr;
+    raw->rpc_metrics_->RecordRefused(known ? std::string(method) : "unknown", code_name);
+    raw->refused_log_->Log(method, code_name, message);
+    raw->trimmer_->Request();
+  };
+  auto credentials = MakeServerCredentials(server->options_.security, server->options_.access, on_refused);
   if (!credentials.ok()) return credentials.status();
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen_address, *credentials, &server->port_);
+  // gRPC's own limit is the largest any method takes; RequestGuard holds the others to --max_request_bytes.
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
+  const RequestLimits limits{static_cast<size_t>(options.max_request_bytes),
+                             static_cast<size_t>(options.max_message_bytes)};
   for (const auto& entry : services) {
     if (entry.service == nullptr) return absl::InvalidArgumentError("ServiceEntry.service is null");
+    if (absl::Status s = server->request_guard_->Install(entry.service, server->options_.access, limits); !s.ok()) {
+      return s;
+    }
     builder.RegisterService(entry.service);
     server->service_names_.push_back(entry.full_name);
   }
   if (generic_service != nullptr) builder.RegisterCallbackGenericService(generic_service);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
-  interceptors.push_back(std::make_unique<RpcObserverFactory>(server->rpc_metrics_.get()));
+  interceptors.push_back(std::make_unique<RpcObserverFactory>(*server->observer_options_));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
 
   server->server_ = builder.BuildAndStart();
@@ -77,9 +110,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     server->metrics_server_ = *std::move(metrics_server);
     server->metrics_port_ = server->metrics_server_->port();
   }
-  logger->info("serving service={} grpc_port={} metrics_port={} tls={} auth={} max_message_bytes={}", options.name,
-               server->port_, server->metrics_port_, !options.security.tls_cert_file.empty(),
-               !options.security.bearer_token.empty(), options.max_message_bytes);
+  const Authenticator* auth = options.security.authenticator.get();
+  logger->info(
+      "serving service={} grpc_port={} metrics_port={} tls={} mtls={} auth_tokens={} auth_certificates={} "
+      "max_request_bytes={} max_message_bytes={}",
+      options.name, server->port_, server->metrics_port_, !options.security.tls_cert_file.empty(),
+      !options.security.client_ca_file.empty(), auth != nullptr ? auth->token_count() : 0,
+      auth != nullptr && auth->has_certificate_roles(), options.max_request_bytes, options.max_message_bytes);
   return server;
 }
 

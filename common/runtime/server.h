@@ -13,8 +13,11 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/runtime/access_policy.h"
 #include "common/runtime/auth.h"
+#include "common/runtime/memory_trimmer.h"
 #include "common/runtime/metrics_http_server.h"
+#include "common/runtime/request_guard.h"
 #include "common/runtime/rpc_metrics.h"
 #include "prometheus/registry.h"
 
@@ -28,7 +31,14 @@ struct ServerOptions {
   // Prometheus /metrics listen address, host:port; port 0 picks a free one; empty disables the endpoint.
   std::string metrics_address = "0.0.0.0:9464";
   SecurityOptions security;
-  // Largest request or response message, in bytes. Larger requests fail with RESOURCE_EXHAUSTED.
+  // Who may call which method, and which methods take large requests. Enforced when security.authenticator is set;
+  // the large_requests marks apply always.
+  AccessPolicy access = AccessPolicy::Suite();
+  // Largest request of a method not marked large_requests (and of the messages of client streams that are not),
+  // in bytes. Larger requests fail with RESOURCE_EXHAUSTED naming the limit, before they are parsed.
+  int max_request_bytes = 4 << 20;
+  // Largest request of a large_requests method (weights, training data, rollouts, task batches) and largest
+  // response, in bytes. At least max_request_bytes.
   int max_message_bytes = 64 << 20;
   // HTTP/2 streams (concurrent calls) a single client connection may open.
   int max_concurrent_streams = 256;
@@ -68,8 +78,15 @@ class Server {
 
   // Graceful shutdown: health turns NOT_SERVING for every service, then after `drain_delay` the server stops taking
   // new calls and lets in-flight calls finish until `shutdown_deadline`, when the rest are cancelled. Returns when
-  // the server has stopped. Idempotent.
+  // the server has stopped (which waits for every handler to finish: a handler that ignores cancellation keeps it
+  // waiting; ServerMain bounds the whole shutdown). Idempotent.
   void Shutdown();
+
+  // Trims done to give memory back after large messages (memory_trimmer.h).
+  int64_t memory_trims() const { return trimmer_->trims(); }
+
+  // The calls in flight, oldest first: "METHOD (running 12.3 s)".
+  std::vector<std::string> InFlightCalls() const { return rpc_metrics_->InFlightCalls(); }
 
  private:
   Server() = default;
@@ -77,6 +94,11 @@ class Server {
   ServerOptions options_;
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<RpcMetrics> rpc_metrics_;
+  std::unique_ptr<RefusedCallLog> refused_log_;
+  std::unique_ptr<MemoryTrimmer> trimmer_;
+  std::unique_ptr<RequestGuard> request_guard_;
+  std::unique_ptr<RpcObserverOptions> observer_options_;
+  // Declared after what its calls use, so that it is destroyed first.
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<MetricsHttpServer> metrics_server_;
   std::vector<std::string> service_names_;

@@ -1,6 +1,10 @@
 #include "common/runtime/server_main.h"
 
+#include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -8,7 +12,9 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/runtime/logging.h"
+#include "spdlog/spdlog.h"
 
 ABSL_FLAG(std::string, listen_address, "",
           "gRPC listen address host:port (port 0 picks a free port); empty means 0.0.0.0 and the service's default "
@@ -21,10 +27,19 @@ ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file");
 ABSL_FLAG(std::string, tls_client_ca_file, "",
           "PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS)");
 ABSL_FLAG(std::string, auth_token_file, "",
-          "File whose first line is the bearer token callers must send as 'authorization: Bearer <token>'; "
-          "empty disables token auth (grpc.health.v1 stays open either way)");
+          "Callers' bearer tokens, one a line: 'TOKEN NAME ROLE[,ROLE...]' (roles: client, labeler, producer, "
+          "operator, admin; '#' comments); a file whose only line is a bare TOKEN gives it the identity 'default' "
+          "with role admin. Callers send 'authorization: Bearer <token>'. Empty (and no --tls_client_roles_file): "
+          "no authentication. grpc.health.v1 stays open either way");
+ABSL_FLAG(std::string, tls_client_roles_file, "",
+          "With mutual TLS: roles of client certificates, one a line: 'COMMON_NAME ROLE[,ROLE...]'; a caller "
+          "without a bearer token is the identity its verified certificate's subject CN names");
+ABSL_FLAG(int, max_request_bytes, 4 << 20,
+          "Largest request of the methods that take small messages (all but weight updates, training data, "
+          "rollouts and task batches), in bytes; larger requests fail with RESOURCE_EXHAUSTED before they are parsed");
 ABSL_FLAG(int, max_message_bytes, 64 << 20,
-          "Largest request or response message in bytes; larger requests fail with RESOURCE_EXHAUSTED");
+          "Largest response, and largest request of the methods that take large messages, in bytes; larger "
+          "requests fail with RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, max_concurrent_streams, 256, "Concurrent calls (HTTP/2 streams) one client connection may open");
 ABSL_FLAG(std::string, log_level, "info", "Log level: trace, debug, info, warn, error, critical, off");
 ABSL_FLAG(std::string, log_format, "text", "Log format: text (key=value) or json (one object a line)");
@@ -32,9 +47,70 @@ ABSL_FLAG(absl::Duration, drain_delay, absl::ZeroDuration(),
           "On SIGTERM, how long health reports NOT_SERVING before new calls are refused (e.g. 5s behind a load "
           "balancer)");
 ABSL_FLAG(absl::Duration, shutdown_deadline, absl::Seconds(30),
-          "On SIGTERM, after the drain delay, how long in-flight calls may run before they are cancelled");
+          "On SIGTERM, after the drain delay, how long in-flight calls may run before they are cancelled; the "
+          "process exits at most 2s after the drain delay and this deadline, abandoning what still runs");
 
 namespace rlhf::runtime {
+namespace {
+
+// Beyond --drain_delay + --shutdown_deadline, how long the rest of the shutdown (hooks, stopping the server) may take.
+constexpr absl::Duration kShutdownGrace = absl::Seconds(2);
+
+// Ends the process if the shutdown has not finished by `deadline`: a handler that ignores cancellation, an engine
+// mid-batch or a hook would otherwise keep it alive past what the operator asked for. Says what it was waiting for.
+class ShutdownWatchdog {
+ public:
+  ShutdownWatchdog(absl::Time deadline, absl::Duration allowed, const Server* server)
+      : deadline_(deadline), allowed_(allowed), server_(server), thread_([this] { Watch(); }) {}
+  ~ShutdownWatchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+  // What the shutdown is doing now; `server` is the server whose calls to report (null once it is being destroyed).
+  void SetPhase(const char* phase, const Server* server) {
+    std::lock_guard<std::mutex> lock(mu_);
+    phase_ = phase;
+    server_ = server;
+  }
+
+ private:
+  void Watch() {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (cv_.wait_until(lock, absl::ToChronoTime(deadline_), [&] { return done_; })) return;
+    std::vector<std::string> calls = server_ != nullptr ? server_->InFlightCalls() : std::vector<std::string>{};
+    constexpr size_t kListed = 10;
+    const size_t in_flight = calls.size();
+    if (calls.size() > kListed) {
+      calls.resize(kListed);
+      calls.push_back(absl::StrCat("and ", in_flight - kListed, " more"));
+    }
+    auto logger = Logger("runtime");
+    logger->error(
+        "shutdown did not finish within --drain_delay + --shutdown_deadline + {}s ({}s): still {}; {} call(s) in "
+        "flight{}{}; exiting without waiting for them",
+        absl::ToInt64Seconds(kShutdownGrace), absl::ToDoubleSeconds(allowed_), phase_, in_flight,
+        calls.empty() ? "" : ": ", absl::StrJoin(calls, ", "));
+    spdlog::apply_all([](const std::shared_ptr<spdlog::logger>& l) { l->flush(); });
+    std::fflush(nullptr);
+    std::_Exit(1);
+  }
+
+  const absl::Time deadline_;
+  const absl::Duration allowed_;
+  const Server* server_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  const char* phase_ = "starting to shut down";
+  std::thread thread_;  // last: starts after the other members exist
+};
+
+}  // namespace
 
 void SetUpFlagUsage(const std::string& usage) {
   absl::FlagsUsageConfig config;
@@ -61,11 +137,13 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags(const ServiceBinary& binary
   options.security.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
   options.security.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
   const std::string token_file = absl::GetFlag(FLAGS_auth_token_file);
-  if (!token_file.empty()) {
-    auto token = ReadBearerTokenFile("--auth_token_file", token_file);
-    if (!token.ok()) return token.status();
-    options.security.bearer_token = *std::move(token);
+  const std::string roles_file = absl::GetFlag(FLAGS_tls_client_roles_file);
+  if (!token_file.empty() || !roles_file.empty()) {
+    auto authenticator = Authenticator::FromFiles(token_file, roles_file);
+    if (!authenticator.ok()) return authenticator.status();
+    options.security.authenticator = *std::move(authenticator);
   }
+  options.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
   options.drain_delay = absl::GetFlag(FLAGS_drain_delay);
@@ -116,10 +194,18 @@ int ServerMain(int argc, char** argv, const ServiceBinary& binary) {
   }
   const int signal_number = WaitForTerminationSignal();
   logger->info("received signal={} service={}, shutting down", signal_number, binary.name);
-  if (binary.before_drain) binary.before_drain();
-  (*server)->Shutdown();
-  if (binary.on_shutdown) binary.on_shutdown();
-  server->reset();
+  {
+    const absl::Duration allowed = options->drain_delay + options->shutdown_deadline + kShutdownGrace;
+    ShutdownWatchdog watchdog(absl::Now() + allowed, allowed, server->get());
+    watchdog.SetPhase("running the service's before-drain hook", server->get());
+    if (binary.before_drain) binary.before_drain();
+    watchdog.SetPhase("draining calls", server->get());
+    (*server)->Shutdown();
+    watchdog.SetPhase("running the service's shutdown hook", server->get());
+    if (binary.on_shutdown) binary.on_shutdown();
+    watchdog.SetPhase("stopping the server", nullptr);
+    server->reset();
+  }
   return 0;
 }
 

@@ -137,10 +137,26 @@ void LabelingServiceImpl::Shutdown() {
   if (queue_) queue_->Close();
 }
 
+absl::StatusOr<std::string> LabelingServiceImpl::Labeler(const grpc::CallbackServerContext& context,
+                                                        const std::string& requested) const {
+  if (options_.authenticator == nullptr) {
+    if (requested.empty()) return absl::InvalidArgumentError("labeler_id: required");
+    return requested;
+  }
+  ASSIGN_OR_RETURN(const runtime::Identity caller, options_.authenticator->Identify(context));
+  if (requested.empty() || requested == caller.name) return caller.name;
+  if (caller.Has(runtime::kRoleAdmin)) return requested;  // on behalf of a labeler
+  return absl::PermissionDeniedError(absl::StrCat("labeler_id: '", requested,
+                                                  "' is not the caller '", caller.name,
+                                                  "'; a labeler takes and answers tasks only as itself (leave "
+                                                  "labeler_id empty)"));
+}
+
 grpc::ServerUnaryReactor* LabelingServiceImpl::NextTask(grpc::CallbackServerContext* context,
                                                         const v1::NextTaskRequest* request,
                                                         v1::LabelingTask* response) {
-  if (request->labeler_id().empty()) return Answer(context, absl::InvalidArgumentError("labeler_id: required"));
+  absl::StatusOr<std::string> labeler = Labeler(*context, request->labeler_id());
+  if (!labeler.ok()) return Answer(context, labeler.status());
   absl::Duration wait = FromProto(request->wait());
   if (wait < absl::ZeroDuration()) return Answer(context, absl::InvalidArgumentError("wait: must be >= 0"));
   wait = std::min(wait, options_.max_next_task_wait);
@@ -148,7 +164,7 @@ grpc::ServerUnaryReactor* LabelingServiceImpl::NextTask(grpc::CallbackServerCont
   const absl::Time call_deadline = absl::FromChrono(context->deadline());
   wait = std::max(absl::ZeroDuration(), std::min(wait, call_deadline - absl::Now() - absl::Milliseconds(50)));
   auto* reactor = new NextTaskReactor(queue_.get(), response);
-  reactor->Start(request->labeler_id(), wait);
+  reactor->Start(*labeler, wait);
   return reactor;
 }
 
@@ -156,10 +172,11 @@ grpc::ServerUnaryReactor* LabelingServiceImpl::SubmitRanking(grpc::CallbackServe
                                                              const v1::SubmitRankingRequest* request,
                                                              v1::SubmitRankingResponse* response) {
   if (request->task_id().empty()) return Answer(context, absl::InvalidArgumentError("task_id: required"));
-  if (request->labeler_id().empty()) return Answer(context, absl::InvalidArgumentError("labeler_id: required"));
+  absl::StatusOr<std::string> labeler = Labeler(*context, request->labeler_id());
+  if (!labeler.ok()) return Answer(context, labeler.status());
   std::vector<std::pair<std::string, int32_t>> ranks;
   for (const v1::CandidateRank& r : request->ranks()) ranks.emplace_back(r.candidate_id(), r.rank());
-  absl::StatusOr<int64_t> completed = queue_->Submit(request->task_id(), request->labeler_id(), ranks);
+  absl::StatusOr<int64_t> completed = queue_->Submit(request->task_id(), *labeler, ranks);
   if (!completed.ok()) return Answer(context, completed.status());
   response->set_task_id(request->task_id());
   response->set_completed(*completed);

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/labeling/labeling_queue.h"
+#include "common/runtime/auth.h"
 #include "prometheus/registry.h"
 #include "rlhf/v1/labeling.grpc.pb.h"
 
@@ -22,6 +23,11 @@ struct LabelingServiceOptions {
   LabelingQueueOptions queue;  // its callbacks are set by the service
   // Longest a NextTask call waits for a task, whatever it asks.
   absl::Duration max_next_task_wait = absl::Seconds(60);
+  // The server's authenticator (ServerOptions.security.authenticator). Set: a labeler is the authenticated caller,
+  // whatever the request's labeler_id says (empty or the caller's own name; another name is PERMISSION_DENIED unless
+  // the caller is admin, who may label on behalf of anyone). Null: the server does not authenticate, and labeler_id
+  // is required and taken as given.
+  std::shared_ptr<const runtime::Authenticator> authenticator;
 };
 
 class LabelingServiceImpl final : public v1::LabelingService::CallbackService {
@@ -51,6 +57,9 @@ class LabelingServiceImpl final : public v1::LabelingService::CallbackService {
   struct Metrics;
   class NextTaskReactor;
   LabelingServiceImpl() = default;
+
+  // Who labels in this call: see LabelingServiceOptions::authenticator.
+  absl::StatusOr<std::string> Labeler(const grpc::CallbackServerContext& context, const std::string& requested) const;
 
   LabelingServiceOptions options_;
   std::unique_ptr<Metrics> metrics_;

@@ -26,6 +26,8 @@ int main(int argc, char** argv) {
     options.queue.state_dir = absl::GetFlag(FLAGS_state_dir);
     options.queue.default_task_timeout = absl::GetFlag(FLAGS_task_timeout);
     options.max_next_task_wait = absl::GetFlag(FLAGS_max_next_task_wait);
+    // Labelers are who their token or certificate says (--auth_token_file), not what their requests claim.
+    options.authenticator = context.options->security.authenticator;
     if (options.queue.default_task_timeout <= absl::ZeroDuration()) {
       return absl::InvalidArgumentError("--task_timeout must be positive");
     }

@@ -235,7 +235,7 @@ class Driver {
     event.set_step(step);
     event.set_total_steps(total);
     for (const auto& [k, v] : metrics) (*event.mutable_metrics())[k] = v;
-    event.set_message(message);
+    event.set_message(runtime::Utf8Safe(message));  // may quote a service's error
     run_->set_stage(stage);
     run_->set_round(round);
     run_->set_step(step);

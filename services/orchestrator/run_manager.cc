@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/runtime/logging.h"
+#include "common/runtime/status_util.h"
 #include "common/util/file_util.h"
 #include "common/util/status_macros.h"
 #include "google/protobuf/util/json_util.h"
@@ -355,7 +356,7 @@ void RunManager::Execute(std::shared_ptr<Entry> entry) {
     } else {
       entry->run.set_state(v1::RUN_STATE_FAILED);
     }
-    if (!status.ok()) entry->run.set_error_message(std::string(status.message()));
+    if (!status.ok()) entry->run.set_error_message(runtime::Utf8Safe(status.message()));
     if (Terminal(entry->run.state())) *entry->run.mutable_end_time() = Now();
     *entry->run.mutable_update_time() = Now();
     (void)Persist(*entry);
@@ -365,7 +366,7 @@ void RunManager::Execute(std::shared_ptr<Entry> entry) {
     final_event.set_round(entry->run.round());
     final_event.set_step(entry->run.step());
     final_event.set_total_steps(entry->run.total_steps());
-    final_event.set_message(status.ok() ? "run succeeded" : std::string(status.message()));
+    final_event.set_message(status.ok() ? "run succeeded" : runtime::Utf8Safe(status.message()));
     final_event.mutable_state_change()->set_previous(previous);
     final_event.mutable_state_change()->set_current(entry->run.state());
   }

@@ -113,11 +113,13 @@ class LocalCluster(unittest.TestCase):
         self.state = os.path.join(self.scratch, "cluster")
         base = free_block(13)
         self.grpc_port, self.metrics_port, self.prometheus_port = base, base + 6, base + 12
-        # Every service asks for a bearer token, as in docker-compose and Kubernetes.
+        # Every service asks for a bearer token, as in docker-compose and Kubernetes. The first line is what the
+        # orchestrator and `rlhf run` send, with the role they need (operator); a labeler's token may not run models.
         self.token = "cluster-test-%d" % random.Random().getrandbits(64)
+        self.labeler_token = "cluster-labeler-%d" % random.Random().getrandbits(64)
         token_file = os.path.join(self.scratch, "token")
         with open(token_file, "w") as f:
-            f.write(self.token + "\n")
+            f.write(f"{self.token} orchestrator operator\n{self.labeler_token} alice labeler\n")
         self.env = dict(os.environ, RLHF_CLUSTER_DIR=self.state, RLHF_BUILD_DIR=BUILD_DIR,
                         RLHF_CLUSTER_TOKEN_FILE=token_file,
                         RLHF_CLUSTER_GRPC_PORT=str(self.grpc_port), RLHF_CLUSTER_METRICS_PORT=str(self.metrics_port),
@@ -151,6 +153,8 @@ class LocalCluster(unittest.TestCase):
         score = unary(reward, "/rlhf.v1.RewardScoringService/Score", reward_pb2.ScoreResponse, self.token)
         wrong_token = unary(generation, "/rlhf.v1.PolicyGenerationService/Generate", generation_pb2.GenerateResponse,
                             "not-the-token")
+        labeler_generate = unary(generation, "/rlhf.v1.PolicyGenerationService/Generate",
+                                 generation_pb2.GenerateResponse, self.labeler_token)
 
         def one_round(seed):
             request = generation_pb2.GenerateRequest(num_samples=2)
@@ -189,6 +193,10 @@ class LocalCluster(unittest.TestCase):
         with self.assertRaises(grpc.RpcError) as refused:
             wrong_token(generation_pb2.GenerateRequest(num_samples=1), timeout=10)
         self.assertEqual(refused.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+        # A labeler's token is known but its role may not call Generate (PERMISSION_DENIED, before any handler).
+        with self.assertRaises(grpc.RpcError) as denied:
+            labeler_generate(generation_pb2.GenerateRequest(num_samples=1), timeout=10)
+        self.assertEqual(denied.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
         for channel in (generation, reference, reward):
             channel.close()
 

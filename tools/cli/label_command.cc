@@ -66,7 +66,10 @@ absl::StatusOr<std::vector<std::pair<std::string, int32_t>>> ParseRankingLine(
 }
 
 absl::StatusOr<int64_t> RunLabelSession(const LabelSessionOptions& options, std::istream& in, std::ostream& out) {
-  if (options.labeler_id.empty()) return absl::InvalidArgumentError("--labeler_id is required");
+  // With a token the server knows who labels; without one it needs a name.
+  if (options.labeler_id.empty() && options.client.bearer_token.empty()) {
+    return absl::InvalidArgumentError("--labeler_id is required without --token_file");
+  }
   ASSIGN_OR_RETURN(auto channel, runtime::MakeChannel(options.client));
   auto stub = v1::LabelingService::NewStub(channel);
   int64_t submitted = 0;

@@ -17,6 +17,7 @@ namespace rlhf::cli {
 
 struct LabelSessionOptions {
   runtime::ClientOptions client;  // target = the labeling service
+  // Sent as labeler_id. Empty (allowed with a bearer token): the server takes the identity of the token.
   std::string labeler_id;
   absl::Duration poll = absl::Seconds(30);  // NextTask wait per call
   int64_t max_tasks = 0;                    // stop after this many answers; 0: no limit

@@ -44,7 +44,9 @@ ABSL_FLAG(std::string, target, "127.0.0.1:50051", "health: host:port of the serv
 ABSL_FLAG(std::string, service, "", "health: service name to ask about; empty asks about the whole server");
 ABSL_FLAG(std::string, tls_ca_file, "", "health, label, run --orchestrator: PEM CA bundle; set to reach a TLS server");
 ABSL_FLAG(std::string, labeling, "127.0.0.1:50055", "label: host:port of the labeling service");
-ABSL_FLAG(std::string, labeler_id, "", "label: who is labeling (default: $USER)");
+ABSL_FLAG(std::string, labeler_id, "",
+          "label: who is labeling (default: with --token_file, the identity the server gives that token; "
+          "without, $USER)");
 ABSL_FLAG(std::string, token_file, "",
           "label, run --orchestrator: file whose first line is the bearer token the services expect");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(3), "health: deadline of the probe");
@@ -120,7 +122,9 @@ int RunLabel() {
   }
   options.client.bearer_token = *token;
   options.labeler_id = absl::GetFlag(FLAGS_labeler_id);
-  if (options.labeler_id.empty() && std::getenv("USER") != nullptr) options.labeler_id = std::getenv("USER");
+  if (options.labeler_id.empty() && options.client.bearer_token.empty() && std::getenv("USER") != nullptr) {
+    options.labeler_id = std::getenv("USER");
+  }
   auto submitted = RunLabelSession(options, std::cin, std::cout);
   if (!submitted.ok()) {
     std::fprintf(stderr, "rlhf label: %s\n", std::string(submitted.status().message()).c_str());

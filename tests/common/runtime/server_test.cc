@@ -9,13 +9,18 @@
 #include <unistd.h>
 
 #include <future>
+#include <sstream>
 #include <string>
 #include <thread>
 
 #include "common/runtime/client.h"
+#include "common/runtime/logging.h"
+#include "spdlog/sinks/ostream_sink.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "rlhf/v1/labeling.grpc.pb.h"
+#include "common/util/file_util.h"
+#include "tests/testing/test_certs.h"
 #include "tests/testing/test_util.h"
 
 extern char** environ;
@@ -29,12 +34,21 @@ using ::rlhf::testing::kEchoMethod;
 using ::rlhf::testing::kSlowMethod;
 using ::testing::HasSubstr;
 
+// One caller with a bearer token: `name` holding `roles`.
+std::shared_ptr<const Authenticator> OneToken(const std::string& token, const std::string& name = "default",
+                                              RoleSet roles = kRoleAdmin) {
+  return std::make_shared<const Authenticator>(std::vector<Authenticator::Token>{{token, {name, roles}}},
+                                               std::map<std::string, RoleSet, std::less<>>{});
+}
+
 ServerOptions LoopbackOptions() {
   ServerOptions options;
   options.name = "runtime-test";
   options.listen_address = "127.0.0.1:0";
   options.metrics_address = "127.0.0.1:0";
   options.shutdown_deadline = absl::Seconds(5);
+  // The echo service's methods, for clients.
+  options.access.Add({kEchoMethod, kRoleClient}).Add({kSlowMethod, kRoleClient});
   return options;
 }
 
@@ -134,7 +148,7 @@ TEST(Server, ReflectionListsTheServices) {
 
 TEST(Server, RefusesCallsWithoutTheBearerTokenButKeepsHealthOpen) {
   ServerOptions options = LoopbackOptions();
-  options.security.bearer_token = "s3cret-token";
+  options.security.authenticator = OneToken("s3cret-token");
   TestServer t(options);
   ASSERT_NE(t.server, nullptr);
   std::string reply;
@@ -184,6 +198,7 @@ TEST(Server, ExportsRequestCounterAndLatencyHistogram) {
 
 TEST(Server, RejectsOversizeMessagesWithResourceExhausted) {
   ServerOptions options = LoopbackOptions();
+  options.max_request_bytes = 1024;
   options.max_message_bytes = 1024;
   TestServer t(options);
   ASSERT_NE(t.server, nullptr);
@@ -211,6 +226,105 @@ TEST(Server, FailsToStartOnBadOptions) {
   options.listen_address = "not-an-address";
   server = Server::Start(options, {}, nullptr, &echo);
   EXPECT_EQ(server.status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(Server, CountsAndLogsCallsRefusedForWantOfAToken) {
+  ServerOptions options = LoopbackOptions();
+  options.security.authenticator = OneToken("s3cret-token");
+  TestServer t(options);
+  ASSERT_NE(t.server, nullptr);
+  auto log = std::make_shared<std::ostringstream>();
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(*log);
+  Logger("rpc")->sinks().push_back(sink);
+  std::string reply;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(CallRaw(*t.channel, kEchoMethod, "x", &reply).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  Logger("rpc")->sinks().pop_back();
+  EXPECT_THAT(log->str(), HasSubstr("rpc refused method=/rlhf.test.Echo/Echo code=UNAUTHENTICATED"));
+  EXPECT_THAT(log->str(), HasSubstr("missing bearer token"));
+  auto text = rlhf::testing::HttpGet(t.server->metrics_port(), "/metrics");
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_THAT(*text, HasSubstr("rlhf_rpc_requests_total{code=\"UNAUTHENTICATED\",method=\"/rlhf.test.Echo/Echo\","
+                               "service=\"runtime-test\"} 3"));
+  // A path the server does not know is counted under "unknown": callers choose paths, and labels must stay few.
+  ASSERT_EQ(CallRaw(*t.channel, "/no.Such/Method-1", "x", &reply).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  ASSERT_EQ(CallRaw(*t.channel, "/no.Such/Method-2", "x", &reply).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  text = rlhf::testing::HttpGet(t.server->metrics_port(), "/metrics");
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_THAT(*text, HasSubstr("rlhf_rpc_requests_total{code=\"UNAUTHENTICATED\",method=\"unknown\","
+                               "service=\"runtime-test\"} 2"));
+  EXPECT_THAT(*text, ::testing::Not(HasSubstr("Method-1")));
+}
+
+TEST(Server, NamesATlsKeyThatDoesNotMatchItsCertificate) {
+  const std::string dir = rlhf::testing::MakeTempDir("tls_mismatch");
+  auto ca = rlhf::testing::MakeCertificateAuthority("test-ca");
+  ASSERT_TRUE(ca.ok()) << ca.status();
+  auto server_cert = rlhf::testing::MakeSignedCertificate(*ca, "localhost", /*server=*/true);
+  ASSERT_TRUE(server_cert.ok()) << server_cert.status();
+  auto other_key = rlhf::testing::MakePrivateKey();
+  ASSERT_TRUE(other_key.ok()) << other_key.status();
+  ASSERT_TRUE(util::WriteFileAtomically(dir + "/cert.pem", server_cert->cert).ok());
+  ASSERT_TRUE(util::WriteFileAtomically(dir + "/key.pem", *other_key).ok());
+  ServerOptions options = LoopbackOptions();
+  options.security.tls_cert_file = dir + "/cert.pem";
+  options.security.tls_key_file = dir + "/key.pem";
+  EchoService echo;
+  auto server = Server::Start(options, {}, nullptr, &echo);
+  ASSERT_FALSE(server.ok());
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(server.status().message()), HasSubstr("--tls_key_file"));
+  EXPECT_THAT(std::string(server.status().message()), HasSubstr("--tls_cert_file"));
+  EXPECT_THAT(std::string(server.status().message()), HasSubstr("does not match"));
+  EXPECT_THAT(std::string(server.status().message()), ::testing::Not(HasSubstr("address in use")));
+}
+
+// Requests to methods that carry small messages are refused above the small limit, naming it, before any handler.
+TEST(Server, RefusesOversizeRequestsToSmallMethodsNamingTheLimit) {
+  TestServer t(LoopbackOptions());
+  ASSERT_NE(t.server, nullptr);
+  rlhf::v1::GetQueueStatsRequest request;
+  request.set_run_id(std::string(5 << 20, 'r'));
+  std::string reply;
+  const grpc::Status status =
+      CallRaw(*t.channel, "/rlhf.v1.LabelingService/GetQueueStats", request.SerializeAsString(), &reply);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("4194304"));
+}
+
+// gRPC buffers a whole request before any check; after a large one the freed memory goes back to the kernel.
+TEST(Server, GivesMemoryBackAfterALargeRequest) {
+  TestServer t(LoopbackOptions());
+  ASSERT_NE(t.server, nullptr);
+  const int64_t before = t.server->memory_trims();
+  rlhf::v1::GetQueueStatsRequest request;
+  request.set_run_id(std::string(5 << 20, 'r'));
+  std::string reply;
+  ASSERT_EQ(CallRaw(*t.channel, "/rlhf.v1.LabelingService/GetQueueStats", request.SerializeAsString(), &reply)
+                .error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+  for (int i = 0; i < 600 && t.server->memory_trims() == before; ++i) absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_GT(t.server->memory_trims(), before);
+}
+
+TEST(Server, AnswersAnUnparseableRequestWithInvalidArgument) {
+  TestServer t(LoopbackOptions());
+  ASSERT_NE(t.server, nullptr);
+  std::string reply;
+  const grpc::Status status =
+      CallRaw(*t.channel, "/rlhf.v1.LabelingService/GetQueueStats", std::string("\xff\xff\xff\xff", 4), &reply);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("not a valid rlhf.v1.GetQueueStatsRequest"));
+}
+
+TEST(BearerTokenMatches, AcceptsTheSchemeInAnyCase) {
+  EXPECT_TRUE(BearerTokenMatches("Bearer s3cret", "s3cret"));
+  EXPECT_TRUE(BearerTokenMatches("bearer s3cret", "s3cret"));
+  EXPECT_TRUE(BearerTokenMatches("BEARER s3cret", "s3cret"));
+  EXPECT_FALSE(BearerTokenMatches("bearer S3cret", "s3cret"));
+  EXPECT_FALSE(BearerTokenMatches("Basic s3cret", "s3cret"));
+  EXPECT_FALSE(BearerTokenMatches("bearers3cret", "s3cret"));
 }
 
 // A server process receives SIGTERM while a slow call is in flight: health turns NOT_SERVING, the call completes,

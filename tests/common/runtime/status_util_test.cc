@@ -29,6 +29,12 @@ TEST(ToGrpcStatus, TruncatesLongMessagesOnACharacterBoundary) {
   EXPECT_TRUE(last < 0x80 || (last & 0xC0) == 0x80);
 }
 
+TEST(ToGrpcStatus, ReplacesBytesThatAreNotUtf8) {
+  // A corrupted tensor header quoted into an error: the message must stay valid UTF-8 for clients to decode it.
+  const grpc::Status status = ToGrpcStatus(absl::DataLossError("header \"\xff\xfe\x80" "abc\" \xc3\xa9 ok"));
+  EXPECT_EQ(status.error_message(), "header \"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" "abc\" \xc3\xa9 ok");
+}
+
 TEST(FromGrpcStatus, RoundTrips) {
   const absl::Status status = FromGrpcStatus(grpc::Status(grpc::StatusCode::UNAVAILABLE, "draining"));
   EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);

@@ -1,5 +1,6 @@
 // The labeling service over gRPC on loopback, and the human-queue labeler against it: people (a bot here, ranking
 // longer responses higher) take tasks with NextTask and answer with SubmitRanking while the labeler waits for them.
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -29,12 +30,22 @@ struct LabelingServer {
   std::unique_ptr<v1::LabelingService::Stub> stub;
   std::string address;
 
+  // `tokens`: the text of a token file (`TOKEN NAME ROLES` lines); empty: no authentication.
   static std::unique_ptr<LabelingServer> Start(const std::string& state_dir,
-                                               absl::Duration task_timeout = absl::Minutes(10)) {
+                                               absl::Duration task_timeout = absl::Minutes(10),
+                                               const std::string& tokens = "") {
     auto s = std::make_unique<LabelingServer>();
+    std::shared_ptr<const runtime::Authenticator> authenticator;
+    if (!tokens.empty()) {
+      auto parsed = runtime::Authenticator::ParseTokens("tokens", tokens);
+      EXPECT_TRUE(parsed.ok()) << parsed.status();
+      authenticator = std::make_shared<const runtime::Authenticator>(
+          *std::move(parsed), std::map<std::string, runtime::RoleSet, std::less<>>{});
+    }
     LabelingServiceOptions options;
     options.queue.state_dir = state_dir;
     options.queue.default_task_timeout = task_timeout;
+    options.authenticator = authenticator;
     auto service = LabelingServiceImpl::Create(options, s->registry.get());
     EXPECT_TRUE(service.ok()) << service.status();
     if (!service.ok()) return nullptr;
@@ -44,6 +55,7 @@ struct LabelingServer {
     server_options.listen_address = "127.0.0.1:0";
     server_options.metrics_address = "127.0.0.1:0";
     server_options.shutdown_deadline = absl::Seconds(20);
+    server_options.security.authenticator = authenticator;
     auto server = runtime::Server::Start(server_options, {{"rlhf.v1.LabelingService", s->service.get()}},
                                          s->registry);
     EXPECT_TRUE(server.ok()) << server.status();
@@ -58,6 +70,13 @@ struct LabelingServer {
   void Stop() {
     service->Shutdown();
     server->Shutdown();
+  }
+  // A stub that sends `token`.
+  std::unique_ptr<v1::LabelingService::Stub> StubWithToken(const std::string& token) const {
+    runtime::ClientOptions client;
+    client.target = address;
+    client.bearer_token = token;
+    return v1::LabelingService::NewStub(*runtime::MakeChannel(client));
   }
 };
 
@@ -228,6 +247,71 @@ TEST(LabelingServiceTest, MaxWaitFailsWithTheCountsAndAnswersSurviveAServiceRest
   EXPECT_EQ(rankings.rankings(0).labeler_id(), "bob");
   EXPECT_TRUE(rankings.cancelled());  // the deadline withdrew the rest
   restarted->Stop();
+}
+
+// With authentication, a labeler is who its token says: it takes and answers tasks as itself, cannot answer as
+// another labeler or take tasks in another's name, and cannot withdraw a producer's batch.
+TEST(LabelingServiceTest, ALabelerIsTheAuthenticatedCallerNotWhatItsRequestSays) {
+  auto s = LabelingServer::Start("", absl::Minutes(10),
+                                 "tok-alice alice labeler\ntok-bob bob labeler\ntok-prod producer-1 producer\n"
+                                 "tok-root root admin\n");
+  ASSERT_TRUE(s);
+  auto alice = s->StubWithToken("tok-alice");
+  auto bob = s->StubWithToken("tok-bob");
+  auto producer = s->StubWithToken("tok-prod");
+  auto root = s->StubWithToken("tok-root");
+  v1::EnqueueTasksRequest enqueue;
+  enqueue.set_batch_id("run/round-1");
+  for (int i = 0; i < 2; ++i) {
+    v1::TaskSpec* t = enqueue.add_tasks();
+    t->set_prompt("prompt " + std::to_string(i));
+    t->add_responses("a");
+    t->add_responses("bb");
+  }
+  v1::EnqueueTasksResponse queued;
+  auto context = runtime::ContextWithTimeout(absl::Seconds(5));
+  ASSERT_TRUE(producer->EnqueueTasks(context.get(), enqueue, &queued).ok());
+
+  // Taking a task in someone else's name is refused; an empty labeler_id means the caller.
+  v1::LabelingTask task;
+  grpc::Status status = NextTask(*alice, "bob", absl::ZeroDuration(), &task);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(status.error_message(), HasSubstr("labeler_id: 'bob' is not the caller 'alice'"));
+  ASSERT_TRUE(NextTask(*alice, "", absl::ZeroDuration(), &task).ok());
+
+  // bob cannot answer alice's task, whether he names himself, alice, or nobody.
+  v1::SubmitRankingResponse submitted;
+  for (const char* claimed : {"", "bob", "alice"}) {
+    context = runtime::ContextWithTimeout(absl::Seconds(5));
+    status = bob->SubmitRanking(context.get(), RankByLength(task, claimed), &submitted);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED) << "bob claiming '" << claimed << "'";
+  }
+  context = runtime::ContextWithTimeout(absl::Seconds(5));
+  ASSERT_TRUE(alice->SubmitRanking(context.get(), RankByLength(task, ""), &submitted).ok());
+
+  // An admin may label on behalf of a named labeler (a shared token at a terminal).
+  v1::LabelingTask second;
+  ASSERT_TRUE(NextTask(*root, "carol", absl::ZeroDuration(), &second).ok());
+  context = runtime::ContextWithTimeout(absl::Seconds(5));
+  ASSERT_TRUE(root->SubmitRanking(context.get(), RankByLength(second, "carol"), &submitted).ok());
+
+  // Labelers do not manage batches.
+  v1::CancelTasksRequest cancel;
+  cancel.set_batch_id("run/round-1");
+  v1::CancelTasksResponse cancelled;
+  context = runtime::ContextWithTimeout(absl::Seconds(5));
+  EXPECT_EQ(alice->CancelTasks(context.get(), cancel, &cancelled).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+
+  v1::GetRankingsRequest get;
+  get.set_batch_id("run/round-1");
+  v1::GetRankingsResponse rankings;
+  context = runtime::ContextWithTimeout(absl::Seconds(5));
+  ASSERT_TRUE(producer->GetRankings(context.get(), get, &rankings).ok());
+  ASSERT_EQ(rankings.rankings_size(), 2);
+  std::vector<std::string> labelers;
+  for (const auto& r : rankings.rankings()) labelers.push_back(r.labeler_id());
+  EXPECT_THAT(labelers, ::testing::UnorderedElementsAre("alice", "carol"));
+  s->Stop();
 }
 
 TEST(LabelingServiceTest, AWaitingNextTaskEndsAtOnceWhenTheServiceShutsDown) {
