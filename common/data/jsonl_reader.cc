@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 #include "common/data/line_reader.h"
+#include "common/util/json_errors.h"
 #include "common/util/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -204,13 +205,8 @@ absl::StatusOr<Record> ParseLine(const std::string& text, const Parser& parser) 
   try {
     object = json::parse(text);
   } catch (const json::exception& e) {
-    // "[json.exception.parse_error.101] parse error at line 1, column 7: ..." -> "parse error at line 1, ..."
-    absl::string_view what = e.what();
-    if (absl::StartsWith(what, "[json.exception.")) {
-      const size_t close = what.find("] ");
-      if (close != absl::string_view::npos) what.remove_prefix(close + 2);
-    }
-    return absl::InvalidArgumentError(absl::StrCat("invalid JSON: ", what));
+    // The parser's text without the bytes it quotes: errors never echo a file's contents.
+    return absl::InvalidArgumentError(absl::StrCat("invalid JSON: ", util::JsonErrorText(e.what())));
   }
   if (!object.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat("expected a JSON object, got ", object.type_name()));

@@ -1,12 +1,13 @@
 #include "common/serving/model_info.h"
 
 #include "common/model/causal_lm.h"
+#include "common/runtime/status_util.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace rlhf::serving {
 
 void FillModelId(const ServedModel& served, v1::ModelId* id) {
-  id->set_name(served.name);
+  id->set_name(runtime::Utf8Safe(served.name));  // a folder's name: any bytes
   id->set_version(served.version);
 }
 
@@ -54,7 +55,7 @@ void FillModelInfo(const ModelStore& store, v1::ModelRole role, v1::ModelInfo* i
   }
   *info->mutable_loaded_at() =
       google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(served->loaded_at));
-  info->set_source_path(served->source);
+  info->set_source_path(runtime::Utf8Safe(served->source));
   info->set_role(role);
   for (const auto& [key, value] : served->metadata) {
     (*info->mutable_metadata()->mutable_fields())[key].set_string_value(value);

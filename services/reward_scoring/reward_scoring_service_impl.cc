@@ -360,13 +360,14 @@ grpc::ServerUnaryReactor* RewardScoringServiceImpl::ReloadModel(grpc::CallbackSe
         response->set_outcome(v1::RELOAD_OUTCOME_REFUSED);
         break;
     }
-    response->mutable_model_id()->set_name(result->model_name);
+    response->mutable_model_id()->set_name(runtime::Utf8Safe(result->model_name));
     response->mutable_model_id()->set_version(result->version);
-    response->mutable_previous_model_id()->set_name(result->model_name);
+    response->mutable_previous_model_id()->set_name(runtime::Utf8Safe(result->model_name));
     response->mutable_previous_model_id()->set_version(result->previous_version);
-    response->set_checkpoint_path(result->checkpoint_path);
+    // Paths and messages may quote bytes of a broken checkpoint: proto strings must be valid UTF-8.
+    response->set_checkpoint_path(runtime::Utf8Safe(result->checkpoint_path));
     response->set_normalization_bias(result->normalization_bias);
-    response->set_message(result->message);
+    response->set_message(runtime::Utf8Safe(result->message));
     reactor->Finish(grpc::Status::OK);
   });
   return reactor;

@@ -451,6 +451,15 @@ TEST_F(RewardScoringTest, BrokenCheckpointsAreRefusedOnceAndTheOldVersionKeepsSe
   ASSERT_TRUE(corrupt.ok());
   EXPECT_EQ(corrupt->outcome(), v1::RELOAD_OUTCOME_REFUSED);
   EXPECT_THAT(corrupt->message(), HasSubstr("model.safetensors"));
+  // A header whose JSON holds bytes that are not UTF-8: the refusal quotes them, and the answer must still parse.
+  ASSERT_NO_FATAL_FAILURE(WriteRewardModel(dir_ + "/garbled", 2, 0));
+  ASSERT_TRUE(util::WriteFileAtomically(dir_ + "/garbled/model.safetensors",
+                                        std::string("\x10\0\0\0\0\0\0\0{\"\xff\xfe\x80\": x}     ", 24))
+                  .ok());
+  auto garbled = Reload(dir_ + "/garbled");
+  ASSERT_TRUE(garbled.ok()) << garbled.status();  // not INTERNAL "Exception deserializing response"
+  EXPECT_EQ(garbled->outcome(), v1::RELOAD_OUTCOME_REFUSED);
+  EXPECT_THAT(garbled->message(), HasSubstr("model.safetensors"));
   // Another tokenizer with the same architecture: EOS and padding swapped.
   ASSERT_NO_FATAL_FAILURE(WriteRewardModel(dir_ + "/retokenized", 2, 0));
   ASSERT_TRUE(util::WriteFileAtomically(dir_ + "/retokenized/tokenizer.json",
@@ -469,9 +478,9 @@ TEST_F(RewardScoringTest, BrokenCheckpointsAreRefusedOnceAndTheOldVersionKeepsSe
   ASSERT_TRUE(util::WriteFileAtomically(watch + "/.tmp-rm-002/config.json", "{}").ok());
   ASSERT_EQ(::rename((watch + "/.tmp-rm-002").c_str(), (watch + "/rm-002").c_str()), 0);
   const std::string refused_metric = "rlhf_weight_updates_total{outcome=\"refused\",service=\"reward-scoring\"} ";
-  EXPECT_TRUE(Eventually([&] { return Metrics().find(refused_metric + "5") != std::string::npos; }));
+  EXPECT_TRUE(Eventually([&] { return Metrics().find(refused_metric + "6") != std::string::npos; }));
   absl::SleepFor(absl::Milliseconds(400));  // 20 polls
-  EXPECT_THAT(Metrics(), HasSubstr(refused_metric + "5"));
+  EXPECT_THAT(Metrics(), HasSubstr(refused_metric + "6"));
 
   // Meanwhile version 1 serves, unchanged.
   const auto request = Request({Tokens({3, 4, 5}, {6, 256}), Text("ping", "pong")});
@@ -507,7 +516,7 @@ TEST_F(RewardScoringTest, BrokenCheckpointsAreRefusedOnceAndTheOldVersionKeepsSe
   EXPECT_EQ(newest->outcome(), v1::RELOAD_OUTCOME_ALREADY_CURRENT);
   EXPECT_EQ(newest->checkpoint_path(), watch + "/rm-003");
   const std::string metrics = Metrics();
-  EXPECT_THAT(metrics, HasSubstr(refused_metric + "5"));
+  EXPECT_THAT(metrics, HasSubstr(refused_metric + "6"));
   EXPECT_THAT(metrics, HasSubstr("rlhf_weight_updates_total{outcome=\"ok\",service=\"reward-scoring\"} 1"));
 }
 
