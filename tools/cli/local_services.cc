@@ -43,7 +43,8 @@ std::vector<LocalService> SuiteServices(const std::string& bin_dir, const SuiteL
                                              : std::vector<std::string>{
                                                    absl::StrCat("--state_dir=", layout.labeling_state_dir)}),
       make("orchestrator", "orchestrator", "rlhf.v1.OrchestratorService",
-           {absl::StrCat("--runs_root=", layout.runs_root)}),
+           {absl::StrCat("--runs_root=", layout.runs_root),
+            layout.resume_runs ? "--resume=true" : "--resume=false"}),
   };
 }
 

@@ -30,6 +30,10 @@ struct SuiteLayout {
   std::string checkpoint_root;   // the trainer's default checkpoint folder
   std::string runs_root;         // the orchestrator's runs
   std::string labeling_state_dir;  // the labeling service's journal (empty: in memory)
+  // Whether the orchestrator resumes the unfinished runs under runs_root by itself when it starts (--resume). `rlhf
+  // run` turns it off and resumes its run with StartRun, which gives the run the addresses of the services it just
+  // started (a run resumed by itself would call the services of the previous `rlhf run`).
+  bool resume_runs = true;
 };
 
 // The six services of the suite, with binaries looked up in `bin_dir`, in start order (the orchestrator last).
