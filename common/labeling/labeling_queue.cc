@@ -332,11 +332,13 @@ struct LabelingQueue::State {
     return out;
   }
 
+  // Expiries are counted before the tasks they freed reach their new labelers, so that whoever gets one sees the
+  // count that includes its expiry.
   void Deliver(std::vector<Delivery>& deliveries, int64_t expiries) {
-    for (auto& [done, result] : deliveries) done(std::move(result));
     for (int64_t i = 0; i < expiries; ++i) {
       if (options.on_expired) options.on_expired();
     }
+    for (auto& [done, result] : deliveries) done(std::move(result));
     if ((!deliveries.empty() || expiries > 0) && options.on_change) options.on_change();
   }
 
