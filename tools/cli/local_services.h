@@ -39,7 +39,7 @@ struct SuiteLayout {
 // The six services of the suite, with binaries looked up in `bin_dir`, in start order (the orchestrator last).
 std::vector<LocalService> SuiteServices(const std::string& bin_dir, const SuiteLayout& layout);
 
-// Picks a free loopback TCP port.
+// Picks a free loopback TCP port, below the kernel's ephemeral range when there is room (see local_services.cc).
 absl::StatusOr<int> PickFreePort();
 
 // Starts each service on 127.0.0.1 (on its port, or a free one when 0), logs to `log_dir/<name>.log`, then waits until each reports
