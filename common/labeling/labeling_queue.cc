@@ -78,6 +78,8 @@ struct LabelingQueue::State {
   LabelingQueueOptions options;
   std::string journal_path;
   int journal_fd = -1;
+  uint64_t journal_size = 0;  // bytes of whole records in the journal
+  bool journal_torn = false;  // a failed append could not be cut back yet
 
   mutable std::mutex mu;
   std::condition_variable cv;
@@ -99,19 +101,37 @@ struct LabelingQueue::State {
 
   // ---- journal ----
 
+  // Appends one record, all or nothing as replay sees it: a write or sync that fails (ENOSPC gives
+  // ResourceExhausted) is cut back to the journal's previous end, so the next record starts on a line of its own.
+  // When even that cut fails, appends are refused until a later one manages it.
   absl::Status Append(const Json& record, bool sync) {
     if (journal_fd < 0) return absl::OkStatus();
-    const std::string line = record.dump() + "\n";
-    size_t done = 0;
-    while (done < line.size()) {
-      const ssize_t n = ::write(journal_fd, line.data() + done, line.size() - done);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return util::ErrnoStatus("write", journal_path, errno);
+    if (journal_torn) {
+      if (::ftruncate(journal_fd, static_cast<off_t>(journal_size)) != 0) {
+        return util::ErrnoStatus("cannot repair (truncate) the journal after a failed write:", journal_path, errno);
       }
-      done += static_cast<size_t>(n);
+      journal_torn = false;
     }
-    if (sync && ::fdatasync(journal_fd) != 0) return util::ErrnoStatus("fdatasync", journal_path, errno);
+    const std::string line = record.dump() + "\n";
+    absl::Status status;
+    size_t done = 0;
+    while (status.ok() && done < line.size()) {
+      const ssize_t n = ::write(journal_fd, line.data() + done, line.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        status = util::ErrnoStatus("cannot append to", journal_path, errno);
+      } else {
+        done += static_cast<size_t>(n);
+      }
+    }
+    if (status.ok() && sync && ::fdatasync(journal_fd) != 0) {
+      status = util::ErrnoStatus("cannot fdatasync", journal_path, errno);
+    }
+    if (!status.ok()) {
+      if (::ftruncate(journal_fd, static_cast<off_t>(journal_size)) != 0) journal_torn = true;
+      return status;
+    }
+    journal_size += line.size();
     return absl::OkStatus();
   }
 
@@ -178,7 +198,9 @@ struct LabelingQueue::State {
     if (it == tasks.end()) return absl::DataLossError(absl::StrCat(op, " of an unknown task"));
     Task& t = it->second;
     if (op == "assign") {
-      if (t.state != TaskState::kPending) return absl::OkStatus();
+      if (t.state == TaskState::kCompleted || t.state == TaskState::kWithdrawn) return absl::OkStatus();
+      // Assigned already: its expiry was not journaled (see Advance), and the task went to someone else.
+      if (t.state == TaskState::kAssigned) ReturnToPending(t);
       pending.erase({t.seq, t.id});
       t.state = TaskState::kAssigned;
       t.labeler = r.at("labeler").get<std::string>();
@@ -258,7 +280,12 @@ struct LabelingQueue::State {
       ReturnToPending(t);
       ++expired;
       ++expiries;
-      (void)Append({{"op", "expire"}, {"task", t.id}}, false);
+      // The expiry happens whether or not its record is written: a replay without it finds the assignment past
+      // its deadline and expires it again, and takes a later assignment of the task as a reassignment.
+      if (absl::Status s = Append({{"op", "expire"}, {"task", t.id}}, false); !s.ok()) {
+        runtime::Logger("labeling")->warn("expiry of task_id={} not journaled (replay expires it again): {}", t.id,
+                                          s.ToString());
+      }
     }
     while (!waiters.empty() && !pending.empty()) {
       Waiter w = std::move(waiters.front());
@@ -276,15 +303,22 @@ struct LabelingQueue::State {
     return expiries;
   }
 
-  AssignedTask AssignLocked(Task& t, const std::string& labeler, absl::Time now) {
+  // Assigns `t` to `labeler`, once its record is in the journal; when the record cannot be written (a full disk:
+  // ResourceExhausted) the task stays pending and the labeler gets the error.
+  absl::StatusOr<AssignedTask> AssignLocked(Task& t, const std::string& labeler, absl::Time now) {
     const Batch& b = batches.at(t.batch_id);
+    Task assigned_task = t;
+    assigned_task.state = TaskState::kAssigned;
+    assigned_task.labeler = labeler;
+    assigned_task.assigned_at = now;
+    assigned_task.deadline =
+        now + (b.task_timeout > absl::ZeroDuration() ? b.task_timeout : options.default_task_timeout);
+    if (absl::Status s = Append(AssignRecord(assigned_task), false); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("cannot record the assignment of a labeling task: ", s.message()));
+    }
     pending.erase({t.seq, t.id});
-    t.state = TaskState::kAssigned;
-    t.labeler = labeler;
-    t.assigned_at = now;
-    t.deadline = now + (b.task_timeout > absl::ZeroDuration() ? b.task_timeout : options.default_task_timeout);
+    t = std::move(assigned_task);
     assigned.insert({t.deadline, t.id});
-    (void)Append(AssignRecord(t), false);
     AssignedTask out;
     out.task_id = t.id;
     out.prompt = t.prompt;
@@ -298,11 +332,13 @@ struct LabelingQueue::State {
     return out;
   }
 
+  // Expiries are counted before the tasks they freed reach their new labelers, so that whoever gets one sees the
+  // count that includes its expiry.
   void Deliver(std::vector<Delivery>& deliveries, int64_t expiries) {
-    for (auto& [done, result] : deliveries) done(std::move(result));
     for (int64_t i = 0; i < expiries; ++i) {
       if (options.on_expired) options.on_expired();
     }
+    for (auto& [done, result] : deliveries) done(std::move(result));
     if ((!deliveries.empty() || expiries > 0) && options.on_change) options.on_change();
   }
 
@@ -343,12 +379,23 @@ absl::StatusOr<std::unique_ptr<LabelingQueue>> LabelingQueue::Open(LabelingQueue
   if (!dir.empty()) {
     RETURN_IF_ERROR(util::MakeDirectories(dir));
     state->journal_path = dir + "/" + kJournal;
+    // Compactions cut short by a kill leave temporary files; nothing else writes here.
+    ASSIGN_OR_RETURN(std::vector<std::string> stale, util::RemoveTempFiles(dir));
+    for (const std::string& path : stale) runtime::Logger("labeling")->info("removed a stale temp file path={}", path);
+    uint64_t whole = 0;  // bytes of the journal up to its last newline
     if (util::PathExists(state->journal_path)) {
       ASSIGN_OR_RETURN(std::string text, util::ReadFile(state->journal_path));
+      const size_t last_newline = text.rfind('\n');
+      whole = last_newline == std::string::npos ? 0 : last_newline + 1;
       const std::vector<absl::string_view> lines = absl::StrSplit(text, '\n');
       for (size_t i = 0; i < lines.size(); ++i) {
         if (lines[i].empty()) continue;
-        const bool torn_tail = i + 1 == lines.size();  // the last line had no newline: a write cut short
+        if (i + 1 == lines.size()) {
+          // No newline: the write of this record was cut short, so it was never acknowledged (a record and its
+          // newline are written together, then synced), even when what arrived happens to parse.
+          runtime::Logger("labeling")->warn("dropping a torn last record path={}:{}", state->journal_path, i + 1);
+          continue;
+        }
         Json record = Json::parse(lines[i], nullptr, false);
         absl::Status applied = record.is_discarded() ? absl::DataLossError("not JSON") : absl::OkStatus();
         if (applied.ok()) {
@@ -358,18 +405,26 @@ absl::StatusOr<std::unique_ptr<LabelingQueue>> LabelingQueue::Open(LabelingQueue
             applied = absl::DataLossError(e.what());
           }
         }
-        if (applied.ok()) continue;
-        if (torn_tail) {
-          runtime::Logger("labeling")->warn("dropping a torn last record path={}:{}", state->journal_path, i + 1);
-          continue;
+        if (!applied.ok()) {
+          return absl::DataLossError(
+              absl::StrCat(state->journal_path, ":", i + 1, ": corrupt queue record: ", applied.message()));
         }
-        return absl::DataLossError(
-            absl::StrCat(state->journal_path, ":", i + 1, ": corrupt queue record: ", applied.message()));
       }
     }
-    RETURN_IF_ERROR(util::WriteFileAtomically(state->journal_path, state->Compacted()));
-    state->journal_fd = ::open(state->journal_path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
-    if (state->journal_fd < 0) return util::ErrnoStatus("open", state->journal_path, errno);
+    const std::string compacted = state->Compacted();
+    if (absl::Status s = util::WriteFileAtomically(state->journal_path, compacted); s.ok()) {
+      whole = compacted.size();
+    } else {
+      // No room to compact (a full disk): go on with the journal as it is, without its torn tail.
+      runtime::Logger("labeling")->warn("journal not compacted, appending to it as it is path={}: {}",
+                                        state->journal_path, s.ToString());
+    }
+    state->journal_fd = ::open(state->journal_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (state->journal_fd < 0) return util::ErrnoStatus("cannot open", state->journal_path, errno);
+    if (::ftruncate(state->journal_fd, static_cast<off_t>(whole)) != 0) {
+      return util::ErrnoStatus("cannot truncate the torn tail of", state->journal_path, errno);
+    }
+    state->journal_size = whole;
   }
   State* raw = state.get();
   state->timer = std::thread([raw] { raw->TimerLoop(); });

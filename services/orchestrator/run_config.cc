@@ -7,6 +7,7 @@
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/message_differencer.h"
 
 namespace rlhf::orchestrator {
 namespace {
@@ -294,6 +295,77 @@ absl::Status ValidateRunConfig(const v1::RunConfig& c) {
     }
   }
   return absl::OkStatus();
+}
+
+namespace {
+
+// Keeps the first difference MessageDifferencer reports, as "config.<path>: <run's> in the run, <requested>
+// requested".
+class FirstDifference : public google::protobuf::util::MessageDifferencer::Reporter {
+ public:
+  using SpecificField = google::protobuf::util::MessageDifferencer::SpecificField;
+  void ReportAdded(const google::protobuf::Message&, const google::protobuf::Message& requested,
+                   const std::vector<SpecificField>& path) override {
+    Keep(path, "unset", Value(requested, path));
+  }
+  void ReportDeleted(const google::protobuf::Message& run, const google::protobuf::Message&,
+                     const std::vector<SpecificField>& path) override {
+    Keep(path, Value(run, path), "unset");
+  }
+  void ReportModified(const google::protobuf::Message& run, const google::protobuf::Message& requested,
+                      const std::vector<SpecificField>& path) override {
+    Keep(path, Value(run, path), Value(requested, path));
+  }
+  const std::string& text() const { return text_; }
+
+ private:
+  // The value at the end of `path`, as protobuf text (a message in brief, a scalar as it is). `message` is the one
+  // holding the last field (MessageDifferencer passes the innermost messages), or the root of `path`.
+  static std::string Value(const google::protobuf::Message& message_or_root, const std::vector<SpecificField>& path) {
+    const google::protobuf::Message* message = &message_or_root;
+    const bool innermost =
+        path.back().field != nullptr && message->GetDescriptor() == path.back().field->containing_type();
+    for (size_t i = 0; !innermost && i + 1 < path.size(); ++i) {
+      const auto* reflection = message->GetReflection();
+      const auto* field = path[i].field;
+      if (field == nullptr || field->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) return "?";
+      message = field->is_repeated() ? &reflection->GetRepeatedMessage(*message, field, path[i].index)
+                                     : &reflection->GetMessage(*message, field);
+    }
+    const SpecificField& last = path.back();
+    if (last.field == nullptr) return "?";
+    std::string out;
+    google::protobuf::TextFormat::Printer printer;
+    printer.SetSingleLineMode(true);
+    const int index = last.field->is_repeated() ? (last.index >= 0 ? last.index : last.new_index) : -1;
+    printer.PrintFieldValueToString(*message, last.field, index, &out);
+    if (out.size() > 60) out = out.substr(0, 57) + "...";
+    return out;
+  }
+  void Keep(const std::vector<SpecificField>& path, const std::string& run, const std::string& requested) {
+    if (!text_.empty()) return;
+    std::string name = "config";
+    for (const SpecificField& f : path) {
+      if (f.field == nullptr) continue;
+      absl::StrAppend(&name, ".", f.field->name());
+      if (f.field->is_repeated() && f.index >= 0) absl::StrAppend(&name, "[", f.index, "]");
+    }
+    text_ = absl::StrCat(name, ": ", run, " in the run, ", requested, " requested");
+  }
+  std::string text_;
+};
+
+}  // namespace
+
+std::string RunConfigDifference(const v1::RunConfig& run, const v1::RunConfig& requested) {
+  v1::RunConfig a = run, b = requested;
+  a.clear_services();
+  b.clear_services();
+  google::protobuf::util::MessageDifferencer differ;
+  FirstDifference reporter;
+  differ.ReportDifferencesTo(&reporter);
+  if (differ.Compare(a, b)) return "";
+  return reporter.text().empty() ? "config differs" : reporter.text();
 }
 
 }  // namespace rlhf::orchestrator

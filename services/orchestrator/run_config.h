@@ -28,6 +28,11 @@ v1::RunConfig WithDefaults(const v1::RunConfig& config);
 // Checks a config after WithDefaults. InvalidArgument naming the field ("config.<path>: <reason>").
 absl::Status ValidateRunConfig(const v1::RunConfig& config);
 
+// How `requested` differs from `run`, the config of an existing run, in what defines the run (everything but the
+// service addresses, which a resumed run may change): the first difference, e.g. "config.ppo.iterations: 12 in the
+// run, 8 requested"; empty when there is none. Both after WithDefaults.
+std::string RunConfigDifference(const v1::RunConfig& run, const v1::RunConfig& requested);
+
 }  // namespace rlhf::orchestrator
 
 #endif  // RLHF_SERVICES_ORCHESTRATOR_RUN_CONFIG_H_

@@ -1,11 +1,17 @@
 #include "services/orchestrator/run_driver.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <optional>
+#include <set>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -112,8 +118,12 @@ struct Sample {
 class Driver {
  public:
   Driver(const RunContext& context, v1::Run* run) : ctx_(context), run_(run), cfg_(context.config) {}
+  ~Driver() {
+    if (run_lock_fd_ >= 0) ::close(run_lock_fd_);  // releases the lock
+  }
 
   absl::Status Run() {
+    RETURN_IF_ERROR(LockRunDir());
     RETURN_IF_ERROR(Connect());
     RETURN_IF_ERROR(LoadProgress());
     ASSIGN_OR_RETURN(files_, PrepareRun(cfg_, ctx_.run_dir));
@@ -142,6 +152,12 @@ class Driver {
       RETURN_IF_ERROR(Ppo(round));
     }
     if (!progress_.evaluated) RETURN_IF_ERROR(Evaluate());
+    // Writers killed mid-write (this orchestrator, the trainer) left temporary files; nothing writes here now.
+    ASSIGN_OR_RETURN(std::vector<std::string> stale, util::RemoveTempFiles(ctx_.run_dir));
+    if (!stale.empty()) {
+      Emit(v1::STAGE_EVALUATION, 0, 0, 0, {},
+           absl::StrCat("removed ", stale.size(), " temporary files left by interrupted writes"));
+    }
     const std::string report = ctx_.run_dir + "/report.html";
     if (absl::Status s = report::WriteRunReport(ctx_.run_dir, report); !s.ok()) {
       Emit(v1::STAGE_EVALUATION, 0, 0, 0, {}, absl::StrCat("report not written: ", s.message()));
@@ -191,31 +207,53 @@ class Driver {
 
   absl::Status SaveProgress() { return util::WriteFileAtomically(Path("progress.json"), progress_.ToJson().dump(2)); }
 
+  // One driver at a time per run directory, in this process or another (two orchestrators on one runs root):
+  // held until the driver ends.
+  absl::Status LockRunDir() {
+    const std::string path = Path(".lock");
+    run_lock_fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (run_lock_fd_ < 0) return util::ErrnoStatus("cannot open", path, errno);
+    if (::flock(run_lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+      if (errno == EWOULDBLOCK) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("run directory ", ctx_.run_dir, " is in use by another orchestrator (", path, " is locked)"));
+      }
+      return util::ErrnoStatus("cannot lock", path, errno);
+    }
+    return absl::OkStatus();
+  }
+
+  // Whether a line of metrics.jsonl belongs to work that progress.json records as done. Lines of work that is not
+  // (a stage cut short by a crash, PPO iterations after the last trainer checkpoint) are dropped on resume, since
+  // that work is redone and logs them again.
+  bool Committed(const std::string& stage, int32_t round, int64_t step) const {
+    const Progress::Round* r = round >= 1 && round <= static_cast<int32_t>(progress_.rounds.size())
+                                   ? &progress_.rounds[round - 1]
+                                   : nullptr;
+    if (stage == StageName(v1::STAGE_PRETRAIN)) return !progress_.pretrain_checkpoint.empty();
+    if (stage == StageName(v1::STAGE_SFT)) return !progress_.sft_checkpoint.empty();
+    if (stage == StageName(v1::STAGE_COMPARISONS)) return r != nullptr && r->comparisons;
+    if (stage == StageName(v1::STAGE_REWARD_MODEL)) return r != nullptr && !r->reward_checkpoint.empty();
+    if (stage == StageName(v1::STAGE_PPO)) return r != nullptr && (r->ppo_done || step <= r->ppo_iteration);
+    if (stage == StageName(v1::STAGE_EVALUATION)) return progress_.evaluated;
+    return true;  // not ours to judge
+  }
+
   absl::Status OpenMetrics() {
     const std::string path = Path("metrics.jsonl");
-    // Iterations after the last trainer checkpoint are redone on resume: drop their lines first.
     if (util::PathExists(path)) {
       ASSIGN_OR_RETURN(std::string text, util::ReadFile(path));
       std::string kept;
       bool dropped = false;
       for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
         Json j = Json::parse(line, nullptr, false);
-        if (j.is_discarded()) {  // a torn last line
+        if (j.is_discarded() || !j.is_object()) {  // a torn last line
           dropped = true;
           continue;
         }
-        if (j.value("stage", std::string()) == "ppo") {
-          const int32_t round = j.value("round", 0);
-          const int64_t step = j.value("step", int64_t{0});
-          if (round >= 1 && round <= static_cast<int32_t>(progress_.rounds.size()) &&
-              !progress_.rounds[round - 1].ppo_done && step > progress_.rounds[round - 1].ppo_iteration) {
-            dropped = true;
-            continue;
-          }
-          if (round > static_cast<int32_t>(progress_.rounds.size())) {
-            dropped = true;
-            continue;
-          }
+        if (!Committed(j.value("stage", std::string()), j.value("round", 0), j.value("step", int64_t{0}))) {
+          dropped = true;
+          continue;
         }
         absl::StrAppend(&kept, line, "\n");
       }
@@ -257,8 +295,16 @@ class Driver {
     return absl::OkStatus();
   }
 
+  // Adds a checkpoint to the run's lineage, replacing the record of the same step from an attempt cut short.
   void RecordCheckpoint(v1::Stage stage, int32_t round, int64_t step, const std::string& path, const v1::ModelId& id,
                         const std::map<std::string, double>& metrics) {
+    auto* records = run_->mutable_checkpoints();
+    for (int i = records->size() - 1; i >= 0; --i) {
+      const v1::CheckpointRecord& old = records->Get(i);
+      if ((old.stage() == stage && old.round() == round && old.step() == step) || old.path() == path) {
+        records->DeleteSubrange(i, 1);
+      }
+    }
     v1::CheckpointRecord* c = run_->add_checkpoints();
     c->set_stage(stage);
     c->set_round(round);
@@ -353,9 +399,20 @@ class Driver {
       seq->mutable_response_token_ids()->Add(s->ids.begin(), s->ids.end());
     }
     v1::LogProbsResponse response;
-    auto context = Call();
-    grpc::Status status = reference_->LogProbs(context.get(), request, &response);
-    if (!status.ok()) return RpcError("reference", cfg_.services().reference(), "LogProbs", status);
+    for (int attempt = 0;; ++attempt) {
+      auto context = Call();
+      grpc::Status status = reference_->LogProbs(context.get(), request, &response);
+      if (!status.ok()) return RpcError("reference", cfg_.services().reference(), "LogProbs", status);
+      // A replica older than the SFT model we loaded (restarted since, or joined later) answers for its initial
+      // model: load the SFT model into every replica and ask again.
+      if (response.model_id().version() >= reference_version_) break;
+      if (attempt > 0) {
+        return absl::AbortedError(absl::StrCat("reference service at ", cfg_.services().reference(),
+                                               " answers with model version ", response.model_id().version(),
+                                               " after loading the SFT model (version ", reference_version_, ")"));
+      }
+      RETURN_IF_ERROR(SyncReference());
+    }
     std::vector<std::vector<float>> out;
     for (const auto& r : response.results()) out.emplace_back(r.logprobs().begin(), r.logprobs().end());
     return out;
@@ -423,8 +480,8 @@ class Driver {
   }
 
   absl::Status SyncReference() {
-    return ForEachReplica(cfg_.services().reference(), [&](const auto& channel, const std::string& replica)
-                              -> absl::StatusOr<int64_t> {
+    auto lowest = ForEachReplica(cfg_.services().reference(), [&](const auto& channel, const std::string& replica)
+                                     -> absl::StatusOr<int64_t> {
       v1::UpdateWeightsFromCheckpointRequest request;
       request.set_path(progress_.sft_checkpoint);
       v1::UpdateWeightsResponse response;
@@ -433,7 +490,10 @@ class Driver {
           v1::ReferenceLogprobService::NewStub(channel)->UpdateWeightsFromCheckpoint(context.get(), request, &response);
       if (!status.ok()) return RpcError("reference", replica, "UpdateWeightsFromCheckpoint", status);
       return response.model_id().version();
-    }).status();
+    });
+    if (!lowest.ok()) return lowest.status();
+    reference_version_ = *lowest;
+    return absl::OkStatus();
   }
 
   // Every reward replica reloads `checkpoint`; Score then asks for at least the lowest version they report, so a
@@ -470,6 +530,11 @@ class Driver {
     for (v1::WeightsChunk chunk; reader->Read(&chunk);) chunks.push_back(std::move(chunk));
     grpc::Status read_status = reader->Finish();
     if (!read_status.ok()) return RpcError("trainer", cfg_.services().trainer(), "ExportWeights", read_status);
+    if (chunks.empty() || !chunks[0].has_header()) {
+      return absl::InternalError(absl::StrCat("trainer service at ", cfg_.services().trainer(),
+                                              " (ExportWeights): the stream has no header"));
+    }
+    RETURN_IF_ERROR(CheckTrainerVersion(chunks[0].header().model_id().version(), "ExportWeights"));
     auto lowest = ForEachReplica(cfg_.services().generation(), [&](const auto& channel, const std::string& replica)
                                      -> absl::StatusOr<int64_t> {
       v1::UpdateWeightsResponse response;
@@ -496,7 +561,22 @@ class Driver {
     auto context = Call();
     grpc::Status status = trainer_->LoadCheckpoint(context.get(), request, &response);
     if (!status.ok()) return RpcError("trainer", cfg_.services().trainer(), "LoadCheckpoint", status);
+    trainer_version_ = response.model_id().version();
     return response;
+  }
+
+  // The trainer holds what our calls gave it (policy, value model, optimiser state) only while its policy version is
+  // the one our last call left: a trainer restarted since starts over from its initial model and reports another.
+  // Then the run cannot go on from here: Aborted, and the run resumes from its last completed step (which reloads
+  // the trainer). A call that does not change the policy checks `reported` with this.
+  absl::Status CheckTrainerVersion(int64_t reported, const char* method) {
+    if (trainer_version_ == 0 || reported == trainer_version_) {
+      trainer_version_ = reported;
+      return absl::OkStatus();
+    }
+    return absl::AbortedError(absl::StrCat("trainer service at ", cfg_.services().trainer(), " (", method,
+                                           ") reports policy version ", reported, " where ", trainer_version_,
+                                           " was expected: it restarted and lost its state"));
   }
 
   // Streams a training RPC's events into progress and metrics; returns the final summary.
@@ -541,6 +621,7 @@ class Driver {
     std::filesystem::remove_all(Path("checkpoints/sft"), ignored);
     ASSIGN_OR_RETURN(v1::TrainingSummary summary,
                      Train(request, &v1::PpoTrainerService::Stub::TrainSft, v1::STAGE_SFT, 0, "TrainSft"));
+    trainer_version_ = summary.model_id().version();
     RecordCheckpoint(v1::STAGE_SFT, 0, 0, summary.checkpoint_path(), summary.model_id(),
                      {summary.metrics().begin(), summary.metrics().end()});
     progress_.sft_checkpoint = summary.checkpoint_path();
@@ -587,6 +668,7 @@ class Driver {
     std::filesystem::remove_all(Path("checkpoints/pretrain"), ignored);
     ASSIGN_OR_RETURN(v1::TrainingSummary summary,
                      Train(request, &v1::PpoTrainerService::Stub::TrainSft, v1::STAGE_PRETRAIN, 0, "TrainSft"));
+    trainer_version_ = summary.model_id().version();
     RecordCheckpoint(v1::STAGE_PRETRAIN, 0, cfg_.pretrain().steps(), summary.checkpoint_path(), summary.model_id(),
                      {summary.metrics().begin(), summary.metrics().end()});
     progress_.pretrain_checkpoint = summary.checkpoint_path();
@@ -829,7 +911,17 @@ class Driver {
                      {summary.metrics().begin(), summary.metrics().end()});
     RETURN_IF_ERROR(SyncReward(summary.checkpoint_path()));
     r.reward_checkpoint = summary.checkpoint_path();
-    return SaveProgress();
+    RETURN_IF_ERROR(SaveProgress());
+    // Reward models of attempts cut short (a call of a killed orchestrator that the trainer finished) are no one's.
+    std::set<std::string> kept;
+    for (const Progress::Round& x : progress_.rounds) kept.insert(x.reward_checkpoint);
+    std::error_code error;
+    for (const auto& entry : std::filesystem::directory_iterator(Path("checkpoints/reward"), error)) {
+      if (kept.count(entry.path().string()) == 0 && !util::IsTempName(entry.path().filename().string())) {
+        std::filesystem::remove_all(entry.path(), error);
+      }
+    }
+    return absl::OkStatus();
   }
 
   absl::Status Ppo(int32_t round) {
@@ -865,10 +957,13 @@ class Driver {
       }
       *request.mutable_hparams() = cfg_.ppo().hparams();
       request.mutable_hparams()->set_seed(cfg_.ppo().hparams().seed() + static_cast<uint64_t>(it));
+      // A trainer that restarted since RestoreTrainerForRound refuses (ABORTED) instead of stepping its initial model.
+      if (trainer_version_ > 0) request.set_expected_policy_version(trainer_version_);
       v1::PpoStepResponse response;
       auto context = Call();
       grpc::Status status = trainer_->PpoStep(context.get(), request, &response);
       if (!status.ok()) return RpcError("trainer", cfg_.services().trainer(), "PpoStep", status);
+      trainer_version_ = response.policy_model_id().version();
       RETURN_IF_ERROR(PushPolicy());
       const v1::PpoStats& s = response.stats();
       std::map<std::string, double> metrics = {
@@ -903,6 +998,10 @@ class Driver {
         auto save_context = Call();
         grpc::Status save_status = trainer_->SaveCheckpoint(save_context.get(), save, &saved);
         if (!save_status.ok()) return RpcError("trainer", cfg_.services().trainer(), "SaveCheckpoint", save_status);
+        if (absl::Status s = CheckTrainerVersion(saved.model_id().version(), "SaveCheckpoint"); !s.ok()) {
+          std::filesystem::remove_all(path, ignored);  // a restarted trainer's initial model, not this iteration's
+          return s;
+        }
         const std::string previous = r.trainer_checkpoint;
         r.ppo_iteration = it;
         r.trainer_checkpoint = path;
@@ -924,6 +1023,10 @@ class Driver {
 
   absl::Status Evaluate() {
     ASSIGN_OR_RETURN(std::vector<Sample> sft, ReadEvalSamples("sft_samples.jsonl"));
+    // The final policy, from its checkpoint: the generation service may have restarted (and lost it) since PPO.
+    if (!progress_.rounds.empty() && !progress_.rounds.back().trainer_checkpoint.empty()) {
+      RETURN_IF_ERROR(SyncPolicyFromCheckpoint(progress_.rounds.back().trainer_checkpoint + "/policy"));
+    }
     RETURN_IF_ERROR(SampleEval("ppo_samples.jsonl"));
     ASSIGN_OR_RETURN(std::vector<Sample> ppo, ReadEvalSamples("ppo_samples.jsonl"));
     const size_t n = std::min({sft.size(), ppo.size(), eval_prompts_.size()});
@@ -1037,6 +1140,9 @@ class Driver {
   std::string reward_checkpoint_;    // the reward model they reloaded
   int64_t policy_version_ = 0;       // lowest version the generation replicas reported at the last update
   std::function<absl::Status()> resync_policy_;  // repeats the last policy update
+  int64_t reference_version_ = 0;    // lowest version the reference replicas reported at the last load
+  int64_t trainer_version_ = 0;      // the trainer's policy version after our last call that set it; 0: unknown
+  int run_lock_fd_ = -1;             // flock'd <run_dir>/.lock
 };
 
 }  // namespace
@@ -1074,6 +1180,10 @@ absl::Status CheckServices(const RunContext& context) {
     }
   }
   return absl::OkStatus();
+}
+
+bool ResumableError(const absl::Status& status) {
+  return absl::IsUnavailable(status) || absl::IsAborted(status);
 }
 
 absl::Status DriveRun(const RunContext& context, v1::Run* run) {

@@ -1,12 +1,9 @@
 #include "services/ppo_trainer/trainer_engine.h"
 
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
-#include <filesystem>
 
 #include <c10/core/GradMode.h>
 
@@ -28,31 +25,6 @@ constexpr char kValueDir[] = "value";
 constexpr char kStateTensors[] = "trainer_state.safetensors";
 constexpr char kStateJson[] = "trainer_state.json";
 constexpr const char* kTokenizerFiles[] = {"tokenizer.json", "encoder.json", "vocab.bpe"};
-
-// Writes a directory atomically: `fill` writes into a hidden sibling, which is synced and renamed to `dir` when
-// complete, so readers (and a reward service watching the parent) see all of it or nothing. `dir` must not exist
-// (ALREADY_EXISTS otherwise).
-absl::Status WriteDirectoryAtomically(const std::string& dir, const std::function<absl::Status(const std::string&)>& fill) {
-  std::string clean = dir;
-  while (clean.size() > 1 && clean.back() == '/') clean.pop_back();
-  if (util::PathExists(clean)) return absl::AlreadyExistsError(absl::StrCat("checkpoint directory ", clean, " already exists"));
-  const std::string parent = util::DirName(clean);
-  RETURN_IF_ERROR(util::MakeDirectories(parent));
-  const std::string tmp = absl::StrCat(parent, "/.tmp-", util::BaseName(clean), "-", ::getpid());
-  std::error_code ignored;
-  std::filesystem::remove_all(tmp, ignored);  // a leftover of a crashed writer
-  RETURN_IF_ERROR(util::MakeDirectories(tmp));
-  absl::Status filled = fill(tmp);
-  if (filled.ok()) filled = util::SyncDirectory(tmp);
-  if (filled.ok() && ::rename(tmp.c_str(), clean.c_str()) != 0) {
-    filled = util::ErrnoStatus("rename checkpoint into place", clean, errno);
-  }
-  if (!filled.ok()) {
-    std::filesystem::remove_all(tmp, ignored);
-    return filled;
-  }
-  return util::SyncDirectory(parent);
-}
 
 absl::Status CopyTokenizerFiles(const std::string& from, const std::string& to) {
   if (from.empty()) return absl::OkStatus();
@@ -118,8 +90,8 @@ absl::StatusOr<std::unique_ptr<TrainerEngine>> TrainerEngine::Create(const Train
 absl::StatusOr<OperationLease> TrainerEngine::Acquire(const std::string& operation) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!operation_.empty()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(operation_, " is running; the trainer runs one operation at a time"));
+    return absl::UnavailableError(
+        absl::StrCat(operation_, " is running; the trainer runs one operation at a time: retry when it ends"));
   }
   operation_ = operation;
   return OperationLease(this);
@@ -436,7 +408,7 @@ absl::StatusOr<StageSummary> TrainerEngine::TrainRewardModel(const RewardJob& jo
   if (util::PathExists(summary.checkpoint_path)) {
     summary.checkpoint_path = absl::StrCat(root, "/rm-", version, "-", absl::ToUnixMillis(absl::Now()));
   }
-  RETURN_IF_ERROR(WriteDirectoryAtomically(summary.checkpoint_path, [&](const std::string& tmp) {
+  RETURN_IF_ERROR(util::WriteDirectoryAtomically(summary.checkpoint_path, [&](const std::string& tmp) {
     return SaveModelDir(*rm, tmp,
                         {{"rlhf.stage", "reward_model"},
                          {"rlhf.normalization_bias", absl::StrCat(summary.normalization_bias)}});
@@ -460,6 +432,11 @@ absl::StatusOr<StageSummary> TrainerEngine::TrainRewardModel(const RewardJob& jo
 // PPO
 
 absl::StatusOr<PpoOutcome> TrainerEngine::PpoStep(const PpoJob& job) {
+  if (job.expected_policy_version && !state_->policy) {
+    // A caller that expects a policy this trainer does not have (it restarted since) is told so, like any stale one.
+    return absl::AbortedError(absl::StrCat("expected_policy_version is ", *job.expected_policy_version,
+                                           " but no policy is loaded"));
+  }
   if (!state_->policy) return absl::FailedPreconditionError("no policy loaded");
   if (!state_->value) {
     return absl::FailedPreconditionError(
@@ -534,7 +511,7 @@ absl::StatusOr<CheckpointOutcome> TrainerEngine::SaveCheckpoint(const std::strin
   out.step = step;
   out.policy = {options_.policy_name, state_->policy_version};
   if (state_->value) out.value = {"value", state_->value_version};
-  RETURN_IF_ERROR(WriteDirectoryAtomically(out.path, [&](const std::string& tmp) -> absl::Status {
+  RETURN_IF_ERROR(util::WriteDirectoryAtomically(out.path, [&](const std::string& tmp) -> absl::Status {
     RETURN_IF_ERROR(SaveModelDir(*state_->policy, absl::StrCat(tmp, "/", kPolicyDir), {{"rlhf.role", "policy"}}));
     if (state_->value) {
       RETURN_IF_ERROR(SaveModelDir(*state_->value, absl::StrCat(tmp, "/", kValueDir), {{"rlhf.role", "value"}}));

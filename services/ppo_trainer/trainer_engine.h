@@ -1,7 +1,7 @@
 // The trainer's domain layer: holds the policy, the value model, the reward models it trained and the PPO learner
 // state, reads and tokenizes training data, runs SFT, reward-model training and PPO steps, and writes and reads
 // checkpoints. Knows no gRPC: the service converts protobuf at its edge. One operation runs at a time: callers take
-// an OperationLease first (FAILED_PRECONDITION naming the running operation otherwise).
+// an OperationLease first (UNAVAILABLE naming the running operation otherwise).
 #ifndef RLHF_SERVICES_PPO_TRAINER_TRAINER_ENGINE_H_
 #define RLHF_SERVICES_PPO_TRAINER_TRAINER_ENGINE_H_
 
@@ -171,7 +171,8 @@ class TrainerEngine {
   static absl::StatusOr<std::unique_ptr<TrainerEngine>> Create(const TrainerEngineOptions& options);
   ~TrainerEngine();
 
-  // FAILED_PRECONDITION ("TrainSft is running") when another operation holds the trainer.
+  // UNAVAILABLE ("TrainSft is running ...") when another operation holds the trainer: the caller may retry (a
+  // caller that went away, e.g. a killed orchestrator, leaves its operation to end at its next step).
   absl::StatusOr<OperationLease> Acquire(const std::string& operation);
 
   // The long operations: call with a lease held, off any RPC thread. `progress` may stop them (its status is

@@ -12,7 +12,9 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/data/jsonl_appender.h"
 #include "common/data/jsonl_reader.h"
 #include "common/data/jsonl_writer.h"
@@ -21,6 +23,7 @@
 #include "common/util/file_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/small_filesystem.h"
 
 namespace rlhf::data {
 
@@ -566,6 +569,36 @@ TEST(JsonlAppender, SecondAppenderOnSameFileIsRefusedUntilClose) {
   EXPECT_THAT(std::string(second.status().message()), HasSubstr("already open"));
   ASSERT_TRUE((*first)->Close().ok());
   EXPECT_TRUE(JsonlAppender::Open(path).ok());
+}
+
+TEST(JsonlAppender, AFullDiskRefusesAnAppendWholeAndTheNextOneWorksOnceSpaceReturns) {
+  RLHF_MOUNT_SMALL_FILESYSTEM_OR_SKIP(fs, 256 << 10);
+  const std::string path = fs->path() + "/metrics.jsonl";
+  auto appender = JsonlAppender::Open(path);
+  ASSERT_TRUE(appender.ok()) << appender.status();
+  ASSERT_TRUE((*appender)->AppendLine(R"({"step":0})").ok());
+  ASSERT_TRUE(fs->Fill().ok());
+  // The file's last page takes a few lines; one of them is cut short by ENOSPC and must leave no trace.
+  const std::string pad(300, 'p');
+  absl::Status full;
+  int appended = 1;
+  for (int step = 1; step < 100 && full.ok(); ++step) {
+    full = (*appender)->AppendLine(absl::StrCat(R"({"step":)", step, R"(,"pad":")", pad, R"("})"));
+    if (full.ok()) ++appended;
+  }
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted) << full;
+  EXPECT_THAT(std::string(full.message()), HasSubstr("No space left on device"));
+  EXPECT_EQ((*appender)->size(), Contents(path).size());
+  EXPECT_EQ(Contents(path).back(), '\n');
+  ASSERT_TRUE(fs->Free().ok());
+  ASSERT_TRUE((*appender)->AppendLine(R"({"step":"after"})").ok());
+  ASSERT_TRUE((*appender)->Close().ok());
+  int lines = 0;
+  for (absl::string_view line : absl::StrSplit(Contents(path), '\n', absl::SkipEmpty())) {
+    EXPECT_TRUE(absl::StartsWith(line, "{") && absl::EndsWith(line, "}")) << line;
+    ++lines;
+  }
+  EXPECT_EQ(lines, appended + 1);
 }
 
 TEST(JsonlAppender, RejectsBadRecordsAndLineBreaksWithoutWriting) {

@@ -114,5 +114,20 @@ TEST(RunConfig, TheDeploymentRunConfigsAreValidAndNameEveryService) {
   }
 }
 
+TEST(RunConfigDifference, NamesTheFirstFieldThatDiffersAndIgnoresServiceAddresses) {
+  const v1::RunConfig run = WithServices(DefaultRunConfig());
+  v1::RunConfig moved = run;
+  moved.mutable_services()->set_generation("10.0.0.7:50051");
+  EXPECT_EQ(RunConfigDifference(run, moved), "") << "a resumed run may get new service addresses";
+  v1::RunConfig other = run;
+  other.mutable_ppo()->set_iterations(run.ppo().iterations() + 1);
+  EXPECT_EQ(RunConfigDifference(run, other),
+            absl::StrCat("config.ppo.iterations: ", run.ppo().iterations(), " in the run, ",
+                         run.ppo().iterations() + 1, " requested"));
+  v1::RunConfig labeler = run;
+  labeler.mutable_labeler()->mutable_judge()->set_reward_service_address("127.0.0.1:9");
+  EXPECT_THAT(RunConfigDifference(run, labeler), HasSubstr("config.labeler."));
+}
+
 }  // namespace
 }  // namespace rlhf::orchestrator

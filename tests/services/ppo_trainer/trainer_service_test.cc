@@ -1,4 +1,6 @@
 // The trainer service over real gRPC on loopback, on tiny models with the byte tokenizer.
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -15,6 +17,7 @@
 #include "rlhf/v1/trainer.grpc.pb.h"
 #include "services/ppo_trainer/ppo_trainer_service_impl.h"
 #include "services/ppo_trainer/trainer_engine.h"
+#include "tests/testing/small_filesystem.h"
 #include "tests/testing/test_util.h"
 #include "tests/testing/tiny_model.h"
 
@@ -340,6 +343,55 @@ TEST_F(TrainerServiceTest, TheValueModelCanStartFromThePolicy) {
   EXPECT_NEAR(response.stats().explained_variance(), 0.0, 1e-6) << "a zero value head predicts nothing at first";
 }
 
+TEST_F(TrainerServiceTest, AFullDiskFailsSaveCheckpointWithResourceExhaustedAndLeavesNoPartialCheckpoint) {
+  RLHF_MOUNT_SMALL_FILESYSTEM_OR_SKIP(fs, 4 << 20);
+  v1::LoadCheckpointRequest value;
+  value.set_path(dir_ + "/init");
+  value.set_role(v1::MODEL_ROLE_VALUE);
+  v1::LoadCheckpointResponse loaded;
+  auto context = runtime::ContextWithTimeout(absl::Seconds(30));
+  ASSERT_TRUE(server_->stub->LoadCheckpoint(context.get(), value, &loaded).ok());
+  v1::PpoStepResponse step;
+  context = runtime::ContextWithTimeout(absl::Seconds(60));
+  ASSERT_TRUE(server_->stub->PpoStep(context.get(), PpoRequest(1), &step).ok());  // optimiser state to save too
+
+  auto save = [&](const std::string& name) {
+    v1::SaveCheckpointRequest request;
+    request.set_path(fs->path() + "/" + name);
+    v1::SaveCheckpointResponse saved;
+    auto save_context = runtime::ContextWithTimeout(absl::Seconds(60));
+    return server_->stub->SaveCheckpoint(save_context.get(), request, &saved);
+  };
+  auto listing = [&] {
+    std::vector<std::string> names;
+    for (const auto& entry : std::filesystem::directory_iterator(fs->path())) {
+      names.push_back(entry.path().filename().string());
+    }
+    std::sort(names.begin(), names.end());
+    return names;
+  };
+  ASSERT_TRUE(save("iter-1").ok());
+  ASSERT_TRUE(fs->Fill().ok());
+  const grpc::Status full = save("iter-2");
+  EXPECT_EQ(full.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << full.error_message();
+  EXPECT_THAT(full.error_message(), HasSubstr("No space left on device"));
+  // Neither a half-written iter-2 (which a resume would load) nor its temporary folder is left.
+  EXPECT_THAT(listing(), ::testing::ElementsAre(".filler", "iter-1"));
+  v1::LoadCheckpointRequest load;
+  load.set_path(fs->path() + "/iter-2");
+  context = runtime::ContextWithTimeout(absl::Seconds(30));
+  EXPECT_EQ(server_->stub->LoadCheckpoint(context.get(), load, &loaded).error_code(), grpc::StatusCode::NOT_FOUND);
+
+  // Space comes back: the same save works, and the trainer resumes from it.
+  ASSERT_TRUE(fs->Free().ok());
+  const grpc::Status saved = save("iter-2");
+  ASSERT_TRUE(saved.ok()) << saved.error_message();
+  context = runtime::ContextWithTimeout(absl::Seconds(30));
+  ASSERT_TRUE(server_->stub->LoadCheckpoint(context.get(), load, &loaded).ok());
+  EXPECT_EQ(loaded.step(), 1);
+  EXPECT_THAT(listing(), ::testing::ElementsAre("iter-1", "iter-2"));
+}
+
 TEST_F(TrainerServiceTest, OneOperationAtATimeAndCancellingFreesTheTrainer) {
   std::vector<std::string> many;
   for (int i = 0; i < 400; ++i) many.push_back(R"({"prompt": "p)" + std::to_string(i) + R"(:", "response": "r"})");
@@ -355,21 +407,21 @@ TEST_F(TrainerServiceTest, OneOperationAtATimeAndCancellingFreesTheTrainer) {
   v1::PpoStepResponse response;
   auto other = runtime::ContextWithTimeout(absl::Seconds(10));
   grpc::Status busy = server_->stub->PpoStep(other.get(), PpoRequest(0), &response);
-  EXPECT_EQ(busy.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(busy.error_code(), grpc::StatusCode::UNAVAILABLE) << "busy: retry later";
   EXPECT_THAT(busy.error_message(), HasSubstr("TrainSft is running"));
   context.TryCancel();
   while (reader->Read(&event)) {
   }
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
   // The trainer is free again once the loop noticed.
-  grpc::StatusCode code = grpc::StatusCode::FAILED_PRECONDITION;
-  for (int i = 0; i < 100 && code == grpc::StatusCode::FAILED_PRECONDITION; ++i) {
+  grpc::StatusCode code = grpc::StatusCode::UNAVAILABLE;
+  for (int i = 0; i < 100 && code == grpc::StatusCode::UNAVAILABLE; ++i) {
     v1::SaveCheckpointRequest save;
     save.set_path(dir_ + "/after-cancel-" + std::to_string(i));
     v1::SaveCheckpointResponse saved;
     auto ctx = runtime::ContextWithTimeout(absl::Seconds(10));
     code = server_->stub->SaveCheckpoint(ctx.get(), save, &saved).error_code();
-    if (code == grpc::StatusCode::FAILED_PRECONDITION) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (code == grpc::StatusCode::UNAVAILABLE) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   EXPECT_EQ(code, grpc::StatusCode::OK);
 }
