@@ -82,6 +82,10 @@ absl::StatusOr<std::unique_ptr<TrainerEngine>> TrainerEngine::Create(const Train
   if (options.checkpoint_root.empty()) return absl::InvalidArgumentError("--checkpoint_root must not be empty");
   if (options.max_rollouts <= 0) return absl::InvalidArgumentError("--max_rollouts must be > 0");
   std::unique_ptr<TrainerEngine> engine(new TrainerEngine(options));
+  RETURN_IF_ERROR(util::MakeDirectories(options.checkpoint_root));
+  const std::vector<std::string> roots =
+      options.path_roots.empty() ? std::vector<std::string>{options.checkpoint_root} : options.path_roots;
+  ASSIGN_OR_RETURN(engine->roots_, util::PathRoots::Create(roots, "--path_roots"));
   engine->state_ = std::make_unique<State>();
   if (!options.model_dir.empty()) RETURN_IF_ERROR(engine->LoadPolicy(options.model_dir));
   return engine;
@@ -159,8 +163,37 @@ absl::Status TrainerEngine::SaveModelDir(const model::CausalLm& model, const std
 // ---------------------------------------------------------------------------------------------------------------
 // SFT
 
-absl::StatusOr<StageSummary> TrainerEngine::TrainSft(const SftJob& job, const training::ProgressSink& progress) {
+absl::StatusOr<std::string> TrainerEngine::ReadablePath(const std::string& path, absl::string_view field) const {
+  return roots_.Resolve(path, field);
+}
+
+absl::StatusOr<std::string> TrainerEngine::WritablePath(const std::string& path, absl::string_view field) const {
+  return roots_.ResolveForWrite(path, field);
+}
+
+absl::Status TrainerEngine::ConfinePaths(SftJob* job) const {
+  for (auto [path, field] : {std::pair{&job->data_path, "data_path"}, {&job->validation_path, "validation_path"},
+                             {&job->init_model_path, "init_model_path"}}) {
+    if (!path->empty()) ASSIGN_OR_RETURN(*path, ReadablePath(*path, field));
+  }
+  if (!job->output_dir.empty()) ASSIGN_OR_RETURN(job->output_dir, WritablePath(job->output_dir, "output_dir"));
+  return absl::OkStatus();
+}
+
+absl::Status TrainerEngine::ConfinePaths(RewardJob* job) const {
+  for (auto [path, field] : {std::pair{&job->comparisons_path, "comparisons_path"},
+                             {&job->normalization_demonstrations_path, "normalization_demonstrations_path"},
+                             {&job->init_model_path, "init_model_path"}}) {
+    if (!path->empty()) ASSIGN_OR_RETURN(*path, ReadablePath(*path, field));
+  }
+  if (!job->output_dir.empty()) ASSIGN_OR_RETURN(job->output_dir, WritablePath(job->output_dir, "output_dir"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StageSummary> TrainerEngine::TrainSft(const SftJob& request, const training::ProgressSink& progress) {
   const absl::Time start = absl::Now();
+  SftJob job = request;
+  RETURN_IF_ERROR(ConfinePaths(&job));
   if (!job.init_model_path.empty()) RETURN_IF_ERROR(LoadPolicy(job.init_model_path));
   if (!state_->policy) {
     return absl::FailedPreconditionError("no policy loaded: pass init_model_path or start the trainer with --model");
@@ -270,9 +303,11 @@ absl::StatusOr<StageSummary> TrainerEngine::TrainSft(const SftJob& job, const tr
 // ---------------------------------------------------------------------------------------------------------------
 // Reward model
 
-absl::StatusOr<StageSummary> TrainerEngine::TrainRewardModel(const RewardJob& job,
+absl::StatusOr<StageSummary> TrainerEngine::TrainRewardModel(const RewardJob& request,
                                                              const training::ProgressSink& progress) {
   const absl::Time start = absl::Now();
+  RewardJob job = request;
+  RETURN_IF_ERROR(ConfinePaths(&job));
   StageSummary summary;
   // The model: the given checkpoint, or a copy of the current policy, with a zero-initialised scalar head.
   model::ModelOptions mo;
@@ -506,8 +541,11 @@ absl::StatusOr<CheckpointOutcome> TrainerEngine::SaveCheckpoint(const std::strin
   if (!state_->policy) return absl::FailedPreconditionError("no policy loaded: nothing to save");
   const int64_t step = state_->learner ? state_->learner->steps() : 0;
   CheckpointOutcome out;
-  out.path = path.empty() ? absl::StrCat(options_.checkpoint_root, "/trainer-step-", step, "-v", state_->policy_version)
-                          : path;
+  if (path.empty()) {
+    out.path = absl::StrCat(options_.checkpoint_root, "/trainer-step-", step, "-v", state_->policy_version);
+  } else {
+    ASSIGN_OR_RETURN(out.path, WritablePath(path, "path"));
+  }
   out.step = step;
   out.policy = {options_.policy_name, state_->policy_version};
   if (state_->value) out.value = {"value", state_->value_version};
@@ -543,9 +581,11 @@ absl::StatusOr<CheckpointOutcome> TrainerEngine::SaveCheckpoint(const std::strin
   return out;
 }
 
-absl::StatusOr<CheckpointOutcome> TrainerEngine::LoadCheckpoint(const std::string& path, LoadRole role) {
-  if (path.empty()) return absl::InvalidArgumentError("path is empty");
-  if (!util::IsDirectory(path)) return absl::NotFoundError(absl::StrCat("checkpoint directory ", path, " does not exist"));
+absl::StatusOr<CheckpointOutcome> TrainerEngine::LoadCheckpoint(const std::string& requested, LoadRole role) {
+  ASSIGN_OR_RETURN(const std::string path, ReadablePath(requested, "path"));
+  if (!util::IsDirectory(path)) {
+    return absl::InvalidArgumentError(absl::StrCat("path: checkpoint ", requested, " is not a folder"));
+  }
   CheckpointOutcome out;
   out.path = path;
   const std::string policy_dir = absl::StrCat(path, "/", kPolicyDir);

@@ -25,6 +25,7 @@
 #include "common/training/ppo_learner.h"
 #include "common/training/reward_trainer.h"
 #include "common/training/sft_trainer.h"
+#include "common/util/path_roots.h"
 
 namespace rlhf::trainer {
 
@@ -32,8 +33,11 @@ struct TrainerEngineOptions {
   // Initial policy: a model folder (config.json, model.safetensors, tokenizer files). Empty: none until TrainSft
   // with init_model_path or LoadCheckpoint.
   std::string model_dir;
-  // Where checkpoints go when a request names no directory.
+  // Where checkpoints go when a request names no directory (created at start).
   std::string checkpoint_root = "checkpoints";
+  // Folders every path a request names must resolve into, symlinks followed (data files, checkpoints to load or
+  // write, output folders); PERMISSION_DENIED outside. Empty: checkpoint_root alone.
+  std::vector<std::string> path_roots;
   std::string device = "cpu";
   std::string policy_name = "policy";
   int32_t max_rollouts = 4096;  // per PpoStep
@@ -161,6 +165,7 @@ class OperationLease {
   ~OperationLease();
 
  private:
+
   friend class TrainerEngine;
   explicit OperationLease(TrainerEngine* engine) : engine_(engine) {}
   TrainerEngine* engine_;
@@ -200,8 +205,14 @@ class TrainerEngine {
   absl::Status SaveModelDir(const model::CausalLm& model, const std::string& dir,
                             const std::map<std::string, std::string>& metadata) const;
   void Release();
+  // The request's paths resolved inside options.path_roots (reads must exist; writes may create folders).
+  absl::Status ConfinePaths(SftJob* job) const;
+  absl::Status ConfinePaths(RewardJob* job) const;
+  absl::StatusOr<std::string> ReadablePath(const std::string& path, absl::string_view field) const;
+  absl::StatusOr<std::string> WritablePath(const std::string& path, absl::string_view field) const;
 
   TrainerEngineOptions options_;
+  util::PathRoots roots_;
   std::unique_ptr<State> state_;
   mutable std::mutex mu_;          // guards operation_ and the identities in state_
   std::string operation_;          // the running operation; empty when idle

@@ -1,4 +1,6 @@
 // The trainer service over real gRPC on loopback, on tiny models with the byte tokenizer.
+#include <unistd.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -25,6 +27,7 @@ namespace rlhf {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 namespace v1 = ::rlhf::v1;
 
 constexpr int32_t kEos = 256;  // the byte tokenizer's
@@ -37,11 +40,14 @@ struct TrainerServer {
   std::unique_ptr<runtime::Server> server;
   std::unique_ptr<v1::PpoTrainerService::Stub> stub;
 
-  static std::unique_ptr<TrainerServer> Start(const std::string& model_dir, const std::string& checkpoint_root) {
+  // Requests may name paths under `path_roots` (default: the test's temp folder).
+  static std::unique_ptr<TrainerServer> Start(const std::string& model_dir, const std::string& checkpoint_root,
+                                              std::vector<std::string> path_roots = {::testing::TempDir()}) {
     auto s = std::make_unique<TrainerServer>();
     trainer::TrainerEngineOptions options;
     options.model_dir = model_dir;
     options.checkpoint_root = checkpoint_root;
+    options.path_roots = std::move(path_roots);
     auto engine = trainer::TrainerEngine::Create(options);
     EXPECT_TRUE(engine.ok()) << engine.status();
     if (!engine.ok()) return nullptr;
@@ -185,6 +191,49 @@ TEST_F(TrainerServiceTest, TrainSftStreamsProgressLowersValidationLossAndBumpsTh
   ASSERT_TRUE(server_->stub->GetModelInfo(context.get(), v1::GetModelInfoRequest(), &info).ok());
   EXPECT_EQ(info.model_id().version(), 2);
   EXPECT_EQ(info.tokenizer().kind(), v1::TOKENIZER_KIND_BYTE);
+}
+
+// Every path a request names must resolve inside --path_roots: SaveCheckpoint{path: "../../x"} once wrote to /x,
+// and a data file anywhere on the machine could be read (and quoted in errors).
+TEST_F(TrainerServiceTest, PathsOutsideThePathRootsAreRefused) {
+  const std::string allowed = dir_ + "/allowed";
+  ASSERT_TRUE(util::MakeDirectories(allowed).ok());
+  WriteLines(dir_ + "/outside.jsonl", {R"({"prompt": "a", "response": "b"})"});
+  ASSERT_EQ(::symlink((dir_ + "/outside.jsonl").c_str(), (allowed + "/link.jsonl").c_str()), 0);
+  server_ = TrainerServer::Start(dir_ + "/init", allowed + "/checkpoints", {allowed});
+  ASSERT_NE(server_, nullptr);
+  for (const std::string& path : {std::string("/etc/passwd"), dir_ + "/outside.jsonl", std::string("../outside.jsonl"),
+                                  allowed + "/link.jsonl"}) {
+    v1::TrainSftRequest sft;
+    sft.set_data_path(path);
+    StreamResult refused = ReadAll(*server_->stub, sft, &v1::PpoTrainerService::Stub::TrainSft);
+    EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::PERMISSION_DENIED) << path;
+    EXPECT_THAT(refused.status.error_message(), HasSubstr("data_path")) << path;
+    EXPECT_THAT(refused.status.error_message(), Not(HasSubstr("root:"))) << path;
+  }
+  for (const std::string& path : {std::string("../../x"), dir_ + "/escaped"}) {
+    v1::SaveCheckpointRequest save;
+    save.set_path(path);
+    v1::SaveCheckpointResponse saved;
+    auto context = runtime::ContextWithTimeout(absl::Seconds(30));
+    EXPECT_EQ(server_->stub->SaveCheckpoint(context.get(), save, &saved).error_code(),
+              grpc::StatusCode::PERMISSION_DENIED)
+        << path;
+  }
+  EXPECT_FALSE(util::PathExists(dir_ + "/escaped"));
+  v1::LoadCheckpointRequest load;
+  load.set_path(dir_ + "/init");
+  v1::LoadCheckpointResponse loaded;
+  auto context = runtime::ContextWithTimeout(absl::Seconds(30));
+  EXPECT_EQ(server_->stub->LoadCheckpoint(context.get(), load, &loaded).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  // Inside the roots a relative path is taken from the first root.
+  v1::SaveCheckpointRequest save;
+  save.set_path("ckpt-1");
+  v1::SaveCheckpointResponse saved;
+  context = runtime::ContextWithTimeout(absl::Seconds(60));
+  ASSERT_TRUE(server_->stub->SaveCheckpoint(context.get(), save, &saved).ok());
+  EXPECT_TRUE(util::IsDirectory(allowed + "/ckpt-1"));
 }
 
 TEST_F(TrainerServiceTest, RejectsBadRequestsNamingTheField) {
