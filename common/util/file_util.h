@@ -55,6 +55,8 @@ absl::Status MakeDirectories(const std::string& dir);
 // Whether something exists at `path` / whether it is a directory (following links).
 bool PathExists(const std::string& path);
 bool IsDirectory(const std::string& path);
+// True when nothing is at `path`, or it is a folder with no entries.
+bool IsEmptyOrMissingDirectory(const std::string& path);
 
 // Removes the file at `path`, then syncs its folder; OK when nothing is there.
 absl::Status RemoveFile(const std::string& path);

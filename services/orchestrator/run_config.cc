@@ -368,4 +368,24 @@ std::string RunConfigDifference(const v1::RunConfig& run, const v1::RunConfig& r
   return reporter.text().empty() ? "config differs" : reporter.text();
 }
 
+std::vector<std::pair<std::string, std::string*>> ConfigPaths(v1::RunConfig* config) {
+  std::vector<std::pair<std::string, std::string*>> paths = {
+      {"config.task.sft_data_path", config->mutable_task()->mutable_sft_data_path()},
+      {"config.task.prompts_path", config->mutable_task()->mutable_prompts_path()},
+      {"config.task.eval_prompts_path", config->mutable_task()->mutable_eval_prompts_path()},
+      {"config.task.pretrain_text_path", config->mutable_task()->mutable_pretrain_text_path()},
+  };
+  if (config->labeler().has_dataset()) {
+    paths.push_back({"config.labeler.dataset.path", config->mutable_labeler()->mutable_dataset()->mutable_path()});
+  }
+  if (!config->model().base_model_dir().empty()) {
+    paths.push_back({"config.model.base_model_dir", config->mutable_model()->mutable_base_model_dir()});
+  }
+  std::vector<std::pair<std::string, std::string*>> named;
+  for (const auto& entry : paths) {
+    if (!entry.second->empty()) named.push_back(entry);
+  }
+  return named;
+}
+
 }  // namespace rlhf::orchestrator

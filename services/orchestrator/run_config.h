@@ -5,6 +5,8 @@
 #define RLHF_SERVICES_ORCHESTRATOR_RUN_CONFIG_H_
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "rlhf/v1/orchestrator.pb.h"
@@ -27,6 +29,10 @@ v1::RunConfig WithDefaults(const v1::RunConfig& config);
 
 // Checks a config after WithDefaults. InvalidArgument naming the field ("config.<path>: <reason>").
 absl::Status ValidateRunConfig(const v1::RunConfig& config);
+
+// The files and folders a config names, with their field names ("config.task.sft_data_path"), for the caller to
+// check or rewrite in place: task data files, the labeler's dataset, the base model folder. Empty ones are left out.
+std::vector<std::pair<std::string, std::string*>> ConfigPaths(v1::RunConfig* config);
 
 // How `requested` differs from `run`, the config of an existing run, in what defines the run (everything but the
 // service addresses, which a resumed run may change): the first difference, e.g. "config.ppo.iterations: 12 in the

@@ -145,6 +145,11 @@ void RunManager::CountRuns() {
 absl::StatusOr<std::unique_ptr<RunManager>> RunManager::Create(const RunManagerOptions& options) {
   RETURN_IF_ERROR(util::MakeDirectories(options.runs_root));
   std::unique_ptr<RunManager> manager(new RunManager(options));
+  ASSIGN_OR_RETURN(manager->runs_root_, util::PathRoots::Create({options.runs_root}, "--runs_root"));
+  ASSIGN_OR_RETURN(manager->data_roots_,
+                   util::PathRoots::Create(options.path_roots.empty() ? std::vector<std::string>{options.runs_root}
+                                                                      : options.path_roots,
+                                           "--path_roots"));
   // Known runs: every runs_root/<id>/run.json.
   DIR* dir = ::opendir(options.runs_root.c_str());
   if (dir == nullptr) return util::ErrnoStatus("open runs root", options.runs_root, errno);
@@ -205,6 +210,12 @@ absl::StatusOr<v1::Run> RunManager::StartRun(const v1::StartRunRequest& request)
   }
   v1::RunConfig config = WithDefaults(request.config());
   RETURN_IF_ERROR(ValidateRunConfig(config));
+  // Every file the config names resolves inside --path_roots, and the run's folder inside --runs_root; the run keeps
+  // the resolved paths, which are what the services are sent.
+  for (auto& [field, path] : ConfigPaths(&config)) ASSIGN_OR_RETURN(*path, data_roots_.Resolve(*path, field));
+  if (!config.run_dir().empty()) {
+    ASSIGN_OR_RETURN(*config.mutable_run_dir(), runs_root_.ResolveForWrite(config.run_dir(), "config.run_dir"));
+  }
   std::shared_ptr<Entry> existing;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -229,6 +240,15 @@ absl::StatusOr<v1::Run> RunManager::StartRun(const v1::StartRunRequest& request)
                                                    "WatchRun, or cancel it and start it again to move it"));
     }
     if (active || existing->run.state() == v1::RUN_STATE_SUCCEEDED) return existing->run;
+  }
+  const std::string run_dir =
+      config.run_dir().empty() ? absl::StrCat(runs_root_.roots().front(), "/", run_id) : config.run_dir();
+  // A new run never takes over a folder that holds other files: writing run.json there could clobber them.
+  if (!existing && !util::IsEmptyOrMissingDirectory(run_dir)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "config.run_dir: ", run_dir,
+        " already holds files and no run of this id; name a new or empty folder (or resume the run it holds under "
+        "its own run_id)"));
   }
   if (request.validate_only()) {
     v1::Run run;
@@ -262,7 +282,7 @@ absl::StatusOr<v1::Run> RunManager::StartRun(const v1::StartRunRequest& request)
     entry = std::make_shared<Entry>();
     entry->run.set_run_id(run_id);
     *entry->run.mutable_config() = config;
-    entry->run.set_run_dir(config.run_dir().empty() ? absl::StrCat(options_.runs_root, "/", run_id) : config.run_dir());
+    entry->run.set_run_dir(run_dir);
     entry->run.set_state(v1::RUN_STATE_PENDING);
     *entry->run.mutable_create_time() = Now();
     RETURN_IF_ERROR(util::MakeDirectories(entry->run.run_dir()));

@@ -18,6 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/runtime/client.h"
+#include "common/util/path_roots.h"
 #include "rlhf/v1/orchestrator.pb.h"
 
 namespace prometheus {
@@ -32,6 +33,10 @@ struct RunContext;  // run_driver.h
 
 struct RunManagerOptions {
   std::string runs_root = "runs";
+  // Folders the files a run config names (data, a base model) must resolve into, symlinks followed; a config naming
+  // a file elsewhere is refused with PERMISSION_DENIED. Empty: runs_root alone. A run's own folder (config.run_dir)
+  // must lie in runs_root.
+  std::vector<std::string> path_roots;
   runtime::ClientOptions client;  // how to reach the services (TLS, token)
   int32_t max_active_runs = 4;
   int32_t checkpoint_every = 5;
@@ -81,6 +86,8 @@ class RunManager {
   void CountRuns();  // sets rlhf_orchestrator_runs from the runs' states; called without any entry's mu held
 
   RunManagerOptions options_;
+  util::PathRoots runs_root_;   // where run folders may be
+  util::PathRoots data_roots_;  // where the files a config names may be
   std::unique_ptr<Metrics> metrics_;
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Entry>> runs_;

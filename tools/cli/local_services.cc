@@ -14,6 +14,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/runtime/client.h"
 
 extern char** environ;
@@ -31,8 +32,10 @@ std::vector<LocalService> SuiteServices(const std::string& bin_dir, const SuiteL
     return service;
   };
   const std::string model_flag = absl::StrCat("--model=", layout.policy_model);
-  // The model services load the run's checkpoints, which live under the runs root.
-  const std::string roots_flag = absl::StrCat("--path_roots=", layout.runs_root);
+  // The services may read the run's checkpoints and data under the runs root, and the files its config names.
+  std::vector<std::string> roots = {layout.runs_root};
+  roots.insert(roots.end(), layout.extra_roots.begin(), layout.extra_roots.end());
+  const std::string roots_flag = absl::StrCat("--path_roots=", absl::StrJoin(roots, ","));
   return {
       make("policy-generation", "policy_generation", "rlhf.v1.PolicyGenerationService",
            {model_flag, "--model_name=policy", roots_flag}),
@@ -41,13 +44,13 @@ std::vector<LocalService> SuiteServices(const std::string& bin_dir, const SuiteL
       make("reward-scoring", "reward_scoring", "rlhf.v1.RewardScoringService",
            {absl::StrCat("--model=", layout.reward_model), "--model_name=reward", "--allow_reload", roots_flag}),
       make("ppo-trainer", "ppo_trainer", "rlhf.v1.PpoTrainerService",
-           {model_flag, absl::StrCat("--checkpoint_root=", layout.checkpoint_root)}),
+           {model_flag, absl::StrCat("--checkpoint_root=", layout.checkpoint_root), roots_flag}),
       make("labeling", "labeling", "rlhf.v1.LabelingService",
            layout.labeling_state_dir.empty() ? std::vector<std::string>{}
                                              : std::vector<std::string>{
                                                    absl::StrCat("--state_dir=", layout.labeling_state_dir)}),
       make("orchestrator", "orchestrator", "rlhf.v1.OrchestratorService",
-           {absl::StrCat("--runs_root=", layout.runs_root),
+           {absl::StrCat("--runs_root=", layout.runs_root), roots_flag,
             layout.resume_runs ? "--resume=true" : "--resume=false"}),
   };
 }

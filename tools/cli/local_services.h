@@ -34,6 +34,9 @@ struct SuiteLayout {
   // run` turns it off and resumes its run with StartRun, which gives the run the addresses of the services it just
   // started (a run resumed by itself would call the services of the previous `rlhf run`).
   bool resume_runs = true;
+  // Further folders whose files the run names (its data, a base model), besides runs_root: the services may read
+  // them (--path_roots). Each must exist.
+  std::vector<std::string> extra_roots;
 };
 
 // The six services of the suite, with binaries looked up in `bin_dir`, in start order (the orchestrator last).

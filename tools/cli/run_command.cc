@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -172,6 +173,18 @@ int RunCommand(const RunCommandOptions& options) {
   std::vector<LocalService> services;
   std::string orchestrator_address = options.orchestrator;
   const bool embedded = orchestrator_address.empty();
+  std::vector<std::string> config_roots;
+  if (embedded) {
+    // The config's files are this machine's: relative to where `rlhf run` was started, and readable by the services
+    // it starts (their folders join the runs folder in --path_roots).
+    for (auto& [field, path] : orchestrator::ConfigPaths(&config)) {
+      *path = Absolute(*path);
+      const std::string root = field == "config.model.base_model_dir" ? *path : util::DirName(*path);
+      if (std::find(config_roots.begin(), config_roots.end(), root) == config_roots.end()) {
+        config_roots.push_back(root);
+      }
+    }
+  }
   if (embedded) {
     // The services the config does not name run here, on loopback, serving the run's initial models.
     auto files = orchestrator::PrepareRun(config, run_dir);
@@ -185,6 +198,7 @@ int RunCommand(const RunCommandOptions& options) {
     layout.runs_root = runs_root;
     layout.labeling_state_dir = run_dir + "/labeling";
     layout.resume_runs = false;  // StartRun below resumes the run, with these services' addresses
+    layout.extra_roots = config_roots;
     services = SuiteServices(options.bin_dir, layout);
     std::printf("Starting %zu services on loopback (logs in %s)...\n", services.size(), log_dir.c_str());
     if (absl::Status s = StartLocalServices(services, log_dir, absl::Seconds(options.startup_timeout_seconds));
