@@ -165,6 +165,13 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& mode
                                           found));
 }
 
+const std::vector<std::string>& TokenizerFileNames() {
+  static const auto* const kNames =
+      new std::vector<std::string>{"tokenizer.json",     "tokenizer_config.json", "chat_template.jinja",
+                                   "chat_template.json", "encoder.json",          "vocab.bpe"};
+  return *kNames;
+}
+
 std::string ReplaceInvalidUtf8(absl::string_view bytes) {
   std::string out;
   out.reserve(bytes.size());

@@ -85,6 +85,11 @@ class Tokenizer {
 // when a file is there but malformed.
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& model_dir);
 
+// The files of a model folder that make up its tokenizer and chat template, whichever kind it is: tokenizer.json,
+// tokenizer_config.json, chat_template.jinja, chat_template.json, encoder.json, vocab.bpe. Copy those present when
+// copying a checkpoint, so that the copy tokenizes and renders chats as the original does.
+const std::vector<std::string>& TokenizerFileNames();
+
 // Loads GPT-2's byte-level BPE from its vocabulary (`encoder.json`) and merges (`vocab.bpe`) files.
 // NotFound when a file is missing; InvalidArgument naming the file (and line) when one is malformed.
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGpt2Tokenizer(const std::string& encoder_json_path,

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "common/tokenizer/byte_tokenizer.h"
+#include "common/tokenizer/chat_template.h"
 #include "common/util/file_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -93,6 +94,27 @@ TEST(LoadTokenizer, RejectsATokenizerJsonOfAnotherKind) {
   ASSERT_TRUE(util::WriteFileAtomically(dir + "/tokenizer.json", R"({"type": ["byte"]})").ok());
   status = LoadTokenizer(dir).status();
   EXPECT_THAT(std::string(status.message()), HasSubstr("; found tokenizer.json with a JSON array as \"type\""));
+}
+
+TEST(TokenizerFileNames, CopyingThemCopiesTheQwen3TokenizerAndChatTemplate) {
+  const std::string dir = testing::MakeTempDir();
+  for (const std::string& name : TokenizerFileNames()) {
+    const std::string from = testing::Qwen3Dir() + "/" + name;
+    if (::access(from.c_str(), R_OK) == 0) {
+      ASSERT_TRUE(util::CopyFileAtomically(from, dir + "/" + name).ok());
+    }
+  }
+  absl::StatusOr<std::unique_ptr<Tokenizer>> original = LoadTokenizer(testing::Qwen3Dir());
+  absl::StatusOr<std::unique_ptr<Tokenizer>> copy = LoadTokenizer(dir);
+  ASSERT_TRUE(original.ok()) << original.status();
+  ASSERT_TRUE(copy.ok()) << copy.status();
+  const std::string text = "<|im_start|>user\nHello, caf\xC3\xA9!<|im_end|>";
+  EXPECT_EQ(*(*copy)->Encode(text), *(*original)->Encode(text));
+  EXPECT_EQ((*copy)->EosId(), (*original)->EosId());
+  absl::StatusOr<std::unique_ptr<ChatTemplate>> chat = ChatTemplate::Load(dir);
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  EXPECT_EQ(*(*chat)->RenderPrompt({{"user", "Hi"}}),
+            *(*ChatTemplate::Load(testing::Qwen3Dir()))->RenderPrompt({{"user", "Hi"}}));
 }
 
 TEST(LoadTokenizer, RefusesAHuggingFaceFileItCannotRunNamingTheField) {
