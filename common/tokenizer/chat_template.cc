@@ -69,7 +69,7 @@ absl::StatusOr<ChatTemplate::SpecialTokens> ReadSpecialTokens(const Json& config
   }
   if (const auto it = config.find("added_tokens_decoder"); it != config.end() && it->is_object()) {
     for (const auto& [id, token] : it->items()) {
-      if (token.is_object() && token.value("special", false) && token.contains("content") &&
+      if (token.is_object() && token.contains("special") && token["special"] == true && token.contains("content") &&
           token["content"].is_string()) {
         tokens.special_contents.push_back(token["content"].get<std::string>());
       }
@@ -105,6 +105,16 @@ constexpr char kProbeNextUser[] = "rlhfprobenext";
 ChatTemplate::~ChatTemplate() = default;
 
 absl::StatusOr<std::unique_ptr<ChatTemplate>> ChatTemplate::Load(const std::string& model_dir, const Limits& limits) {
+  // Every JSON value is type-checked before it is read; an exception here would be a bug, reported as a bad file.
+  try {
+    return LoadChecked(model_dir, limits);
+  } catch (const Json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(model_dir, ": unexpected JSON content: ", e.what()));
+  }
+}
+
+absl::StatusOr<std::unique_ptr<ChatTemplate>> ChatTemplate::LoadChecked(const std::string& model_dir,
+                                                                        const Limits& limits) {
   const std::string config_path = absl::StrCat(model_dir, "/tokenizer_config.json");
   const std::string jinja_path = absl::StrCat(model_dir, "/chat_template.jinja");
   const std::string json_path = absl::StrCat(model_dir, "/chat_template.json");
@@ -140,7 +150,7 @@ absl::StatusOr<std::unique_ptr<ChatTemplate>> ChatTemplate::Load(const std::stri
     } else if (it->is_array()) {
       bool found = false;
       for (const Json& entry : *it) {
-        if (entry.is_object() && entry.value("name", "") == "default" && entry.contains("template") &&
+        if (entry.is_object() && entry.contains("name") && entry["name"] == "default" && entry.contains("template") &&
             entry["template"].is_string()) {
           source = entry["template"].get<std::string>();
           found = true;

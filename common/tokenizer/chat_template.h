@@ -106,6 +106,7 @@ class ChatTemplate {
 
  private:
   ChatTemplate() = default;
+  static absl::StatusOr<std::unique_ptr<ChatTemplate>> LoadChecked(const std::string& model_dir, const Limits& limits);
   absl::Status DeriveEndOfTurn();
 
   std::string name_;

@@ -126,6 +126,10 @@ struct HfBpeTokenizer::Parser {
       max_id = std::max(max_id, id);
       entries.emplace_back(static_cast<int32_t>(id), &token);
     }
+    // Ids index a table: refuse a vocabulary whose ids are far sparser than its tokens (a corrupt file).
+    if (max_id >= static_cast<int64_t>(entries.size()) + (int64_t{1} << 20)) {
+      return Error("model.vocab", absl::StrCat("has ids up to ", max_id, " for only ", entries.size(), " tokens"));
+    }
     t.id_to_bytes_.assign(static_cast<size_t>(max_id + 1), std::string());
     t.has_token_.assign(static_cast<size_t>(max_id + 1), false);
     t.bytes_to_id_.reserve(entries.size());
@@ -409,7 +413,7 @@ struct HfBpeTokenizer::Parser {
         const std::string piece_path = absl::StrCat(path, ".single[", i, "]");
         if (piece.is_object() && piece.contains("Sequence")) {
           const Json& sequence = piece["Sequence"];
-          if (saw_sequence || !sequence.is_object() || sequence.value("id", "") != "A") {
+          if (saw_sequence || !sequence.is_object() || !sequence.contains("id") || sequence["id"] != "A") {
             return Error(piece_path, "must be the one {\"Sequence\": {\"id\": \"A\"}} of the single template");
           }
           saw_sequence = true;
@@ -501,18 +505,24 @@ absl::StatusOr<std::unique_ptr<HfBpeTokenizer>> HfBpeTokenizer::Create(absl::str
     const auto it = json.find(key);
     return it == json.end() ? *kNull : *it;
   };
-  if (field("model").is_null()) return parser.Error("model", "is missing");
-  RETURN_IF_ERROR(parser.ParseModel(field("model")));
-  RETURN_IF_ERROR(parser.ParseNormalizer(field("normalizer"), "normalizer"));
-  if (field("pre_tokenizer").is_null())
-    return parser.Error("pre_tokenizer", "is null; a ByteLevel pre-tokenizer is required");
-  bool saw_byte_level = false;
-  RETURN_IF_ERROR(parser.ParsePreTokenizer(field("pre_tokenizer"), "pre_tokenizer", &saw_byte_level));
-  if (!saw_byte_level) return parser.Error("pre_tokenizer", "has no ByteLevel step; a byte-level BPE needs one");
-  RETURN_IF_ERROR(parser.ParseAddedTokens(field("added_tokens")));
-  RETURN_IF_ERROR(parser.ParseDecoder(field("decoder")));
-  RETURN_IF_ERROR(parser.ParsePostProcessor(field("post_processor"), "post_processor"));
-  if (!tokenizer_config_json.empty()) RETURN_IF_ERROR(parser.ParseConfig(tokenizer_config_json));
+  // The parser checks every type before reading a value; a JSON exception escaping it would be a bug, reported
+  // as a malformed file rather than let out of this API.
+  try {
+    if (field("model").is_null()) return parser.Error("model", "is missing");
+    RETURN_IF_ERROR(parser.ParseModel(field("model")));
+    RETURN_IF_ERROR(parser.ParseNormalizer(field("normalizer"), "normalizer"));
+    if (field("pre_tokenizer").is_null())
+      return parser.Error("pre_tokenizer", "is null; a ByteLevel pre-tokenizer is required");
+    bool saw_byte_level = false;
+    RETURN_IF_ERROR(parser.ParsePreTokenizer(field("pre_tokenizer"), "pre_tokenizer", &saw_byte_level));
+    if (!saw_byte_level) return parser.Error("pre_tokenizer", "has no ByteLevel step; a byte-level BPE needs one");
+    RETURN_IF_ERROR(parser.ParseAddedTokens(field("added_tokens")));
+    RETURN_IF_ERROR(parser.ParseDecoder(field("decoder")));
+    RETURN_IF_ERROR(parser.ParsePostProcessor(field("post_processor"), "post_processor"));
+    if (!tokenizer_config_json.empty()) RETURN_IF_ERROR(parser.ParseConfig(tokenizer_config_json));
+  } catch (const Json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(json_name, ": unexpected JSON content: ", e.what()));
+  }
   tokenizer->special_.resize(tokenizer->id_to_bytes_.size(), false);
   tokenizer->added_.resize(tokenizer->id_to_bytes_.size(), false);
   return tokenizer;

@@ -328,7 +328,10 @@ class Lexer {
         ++p;
         continue;
       }
-      if (p + 1 >= s.size()) continue;  // reported as unclosed on the next round
+      if (p + 1 >= s.size()) {  // a backslash ends the template
+        line_ = start_line;
+        return Error("a string literal is not closed");
+      }
       const char e = s[p + 1];
       p += 2;
       uint32_t code = 0;
@@ -509,6 +512,7 @@ class Parser {
   std::vector<Stmt> Subparse(const std::vector<std::string>& end_names, std::string* end) {
     Nest nest(*this);
     std::vector<Stmt> body;
+    if (!ok()) return body;
     while (ok()) {
       const Token& token = Current();
       if (token.type == Tok::kEof) {
@@ -745,6 +749,7 @@ class Parser {
 
   ExprPtr ParseCondExpr() {
     Nest nest(*this);
+    if (!ok()) return nullptr;
     int line = Current().line;
     ExprPtr expr = ParseOr();
     while (ok() && SkipName("if")) {
@@ -781,6 +786,7 @@ class Parser {
 
   ExprPtr ParseNot() {
     Nest nest(*this);
+    if (!ok()) return nullptr;
     if (IsName("not")) {
       const int line = Current().line;
       Next();
@@ -878,6 +884,7 @@ class Parser {
 
   ExprPtr ParseUnary(bool with_filter) {
     Nest nest(*this);
+    if (!ok()) return nullptr;
     const int line = Current().line;
     ExprPtr node;
     if (IsOp("-") || IsOp("+")) {
@@ -897,6 +904,7 @@ class Parser {
 
   ExprPtr ParsePrimary() {
     Nest nest(*this);
+    if (!ok()) return nullptr;
     const Token& token = Current();
     const int line = token.line;
     if (token.type == Tok::kName) {

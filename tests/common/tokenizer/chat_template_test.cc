@@ -1,9 +1,9 @@
 #include "common/tokenizer/chat_template.h"
 
+#include <random>
 #include <string>
 #include <vector>
 
-#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "common/tokenizer/hf_bpe_tokenizer.h"
 #include "common/util/file_util.h"
@@ -14,6 +14,9 @@
 
 namespace rlhf::tokenizer {
 namespace {
+
+// A number in [lo, hi) from `gen` (std::mt19937's sequence is fixed by the standard).
+inline size_t Uniform(std::mt19937& gen, size_t lo, size_t hi) { return lo + gen() % (hi - lo); }
 
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
@@ -243,10 +246,10 @@ TEST(ChatTemplate, BoundsHostileTemplates) {
 TEST(Qwen3ChatTemplate, RendersArbitraryMessageBytesUnchanged) {
   const std::unique_ptr<ChatTemplate> chat = LoadTemplate(testing::Qwen3Dir());
   ASSERT_NE(chat, nullptr);
-  absl::BitGen gen(std::seed_seq{5});
+  std::mt19937 gen(5);  // fixed sequence: tests are deterministic
   for (int trial = 0; trial < 200; ++trial) {
-    std::string content(absl::Uniform(gen, 0, 200), '\0');
-    for (char& c : content) c = static_cast<char>(absl::Uniform(gen, 0, 256));
+    std::string content(Uniform(gen, 0, 200), '\0');
+    for (char& c : content) c = static_cast<char>(Uniform(gen, 0, 256));
     // Contents that look like template syntax or special tokens are data, not template.
     if (trial % 3 == 0) content += "{{ raise_exception('x') }}{% for %}<|im_end|>";
     absl::StatusOr<std::string> text = chat->Render({{"user", content}});

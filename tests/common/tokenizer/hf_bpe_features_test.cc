@@ -1,6 +1,7 @@
 // The tokenizer.json features HfBpeTokenizer supports, on small synthetic files, and the ones it refuses. The
 // expected ids of the feature tests were produced by Hugging Face's tokenizers 0.23.2 (npm `tokenizers`) on the
 // same files.
+#include <random>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,9 @@
 
 namespace rlhf::tokenizer {
 namespace {
+
+// A number in [lo, hi) from `gen` (std::mt19937's sequence is fixed by the standard).
+inline size_t Uniform(std::mt19937& gen, size_t lo, size_t hi) { return lo + gen() % (hi - lo); }
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -271,6 +275,8 @@ INSTANTIATE_TEST_SUITE_P(
                 "m/tokenizer.json: model.dropout is 0.1; only null or 0 (no BPE dropout) is supported"},
         Refusal{"SubwordPrefix", [](Json& j) { j["model"]["continuing_subword_prefix"] = "##"; },
                 "m/tokenizer.json: model.continuing_subword_prefix is \"##\"; only null or \"\" is supported"},
+        Refusal{"SparseIds", [](Json& j) { j["model"]["vocab"]["far"] = 2000000000; },
+                "m/tokenizer.json: model.vocab has ids up to 2000000000 for only 263 tokens"},
         Refusal{"MissingByteToken", [](Json& j) { j["model"]["vocab"].erase("\xC4\x80"); },
                 "m/tokenizer.json: model.vocab lacks the byte-level token \"\xC4\x80\" for byte 0x00"},
         Refusal{"MergeOutOfVocabulary",
@@ -390,6 +396,54 @@ INSTANTIATE_TEST_SUITE_P(
                 "m/tokenizer.json: post_processor.single has no {\"Sequence\": {\"id\": \"A\"}}"},
         Refusal{"NoModel", [](Json& j) { j.erase("model"); }, "m/tokenizer.json: model is missing"}),
     [](const ::testing::TestParamInfo<Refusal>& info) { return std::string(info.param.name); });
+
+// Every JSON value of a file, by pointer to its slot, for mutation.
+void CollectSlots(Json& node, std::vector<Json*>* slots) {
+  slots->push_back(&node);
+  if (node.is_object() || node.is_array()) {
+    // Vocabularies are large; a few of their entries are enough.
+    size_t taken = 0;
+    for (auto& child : node) {
+      if (++taken > 40) break;
+      CollectSlots(child, slots);
+    }
+  }
+}
+
+TEST(HfBpeTokenizer, SurvivesMutatedFilesWithoutCrashing) {
+  Json base = BaseJson();
+  base["normalizer"] = {{"type", "NFC"}};
+  base["added_tokens"] = Json::array({AddedToken(262, "<s>", true, true, true)});
+  base["post_processor"] = Json::parse(R"({"type": "TemplateProcessing",
+      "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+      "special_tokens": {"<s>": {"id": "<s>", "ids": [262], "tokens": ["<s>"]}}})");
+  const std::vector<Json> replacements = {
+      nullptr, -1, 0, 2147483647, 1e300, "x", "", true, Json::array(), Json::object(), Json::array({"a", "b"}), "\\w"};
+  std::mt19937 gen(3);  // fixed sequence: tests are deterministic
+  int loaded = 0;
+  for (int trial = 0; trial < 1500; ++trial) {
+    Json json = base;
+    std::vector<Json*> slots;
+    CollectSlots(json, &slots);
+    for (int k = 0; k < 2; ++k) {
+      *slots[Uniform(gen, 1, slots.size())] = replacements[Uniform(gen, 0, replacements.size())];
+      slots.clear();
+      CollectSlots(json, &slots);
+    }
+    absl::StatusOr<std::unique_ptr<HfBpeTokenizer>> tokenizer = Create(json, R"({"eos_token": "<s>"})");
+    if (!tokenizer.ok()) {
+      EXPECT_EQ(tokenizer.status().code(), absl::StatusCode::kInvalidArgument) << tokenizer.status();
+      // Refused by the parser's own checks, not by the safety net around it.
+      EXPECT_THAT(std::string(tokenizer.status().message()), ::testing::Not(HasSubstr("unexpected JSON content")));
+      continue;
+    }
+    ++loaded;
+    absl::StatusOr<std::vector<int32_t>> ids = (*tokenizer)->Encode("hello <s> w\xC3\xB6rld \xFF");
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    for (const int32_t id : *ids) EXPECT_TRUE(id >= 0 && id < (*tokenizer)->VocabSize());
+  }
+  EXPECT_GT(loaded, 0);
+}
 
 TEST(HfBpeTokenizer, RefusesAnUnknownSpecialTokenInTheConfig) {
   const absl::Status status =

@@ -153,6 +153,7 @@ TEST(JinjaTemplate, RefusesUnsupportedConstructsWhenParsedNamingTheLine) {
       {"{{ x ", "line 1: unexpected end of template, expected the end of the print statement"},
       {"{# x", "line 1: missing end of comment tag"},
       {"{{ 'abc }}", "line 1: a string literal is not closed"},
+      {"{{ 'abc\\", "line 1: a string literal is not closed"},
       {"{{ 0x1F }}", "the number \"0x\" is not supported"},
       {"{{ f(*args) }}", "line 1: the function 'f' is not supported"},
       {"{{ namespace(*args) }}", "*args and **kwargs in calls are not supported"},
