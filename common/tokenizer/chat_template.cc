@@ -9,6 +9,7 @@
 #include "common/tokenizer/jinja.h"
 #include "common/util/file_util.h"
 #include "common/util/status_macros.h"
+#include "common/util/json_errors.h"
 #include "nlohmann/json.hpp"
 
 namespace rlhf::tokenizer {
@@ -26,7 +27,7 @@ absl::StatusOr<Json> ReadJson(const std::string& path) {
   try {
     return Json::parse(text);
   } catch (const Json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON: ", e.what()));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON: ", util::JsonErrorText(e.what())));
   }
 }
 
@@ -109,7 +110,7 @@ absl::StatusOr<std::unique_ptr<ChatTemplate>> ChatTemplate::Load(const std::stri
   try {
     return LoadChecked(model_dir, limits);
   } catch (const Json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(model_dir, ": unexpected JSON content: ", e.what()));
+    return absl::InvalidArgumentError(absl::StrCat(model_dir, ": unexpected JSON content: ", util::JsonErrorText(e.what())));
   }
 }
 

@@ -13,6 +13,7 @@
 #include "common/tokenizer/utf8.h"
 #include "common/util/file_util.h"
 #include "common/util/status_macros.h"
+#include "common/util/json_errors.h"
 #include "nlohmann/json.hpp"
 
 namespace rlhf::tokenizer {
@@ -31,7 +32,7 @@ absl::Status ParseEncoder(absl::string_view encoder_json, TokenToId* token_to_id
   try {
     json = nlohmann::json::parse(encoder_json.begin(), encoder_json.end());
   } catch (const nlohmann::json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("not valid JSON: ", e.what()));
+    return absl::InvalidArgumentError(absl::StrCat("not valid JSON: ", util::JsonErrorText(e.what())));
   }
   if (!json.is_object()) {
     return absl::InvalidArgumentError(

@@ -16,6 +16,7 @@
 #include "common/tokenizer/utf8.h"
 #include "common/util/file_util.h"
 #include "common/util/status_macros.h"
+#include "common/util/json_errors.h"
 #include "nlohmann/json.hpp"
 
 namespace rlhf::tokenizer {
@@ -455,7 +456,7 @@ struct HfBpeTokenizer::Parser {
     try {
       config = Json::parse(text.begin(), text.end());
     } catch (const Json::exception& e) {
-      return absl::InvalidArgumentError(absl::StrCat(config_name, ": not valid JSON: ", e.what()));
+      return absl::InvalidArgumentError(absl::StrCat(config_name, ": not valid JSON: ", util::JsonErrorText(e.what())));
     }
     if (!config.is_object())
       return ConfigError("(the top level)", absl::StrCat("is ", Describe(config), ", expected an object"));
@@ -494,7 +495,7 @@ absl::StatusOr<std::unique_ptr<HfBpeTokenizer>> HfBpeTokenizer::Create(absl::str
   try {
     json = Json::parse(tokenizer_json.begin(), tokenizer_json.end());
   } catch (const Json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(json_name, ": not valid JSON: ", e.what()));
+    return absl::InvalidArgumentError(absl::StrCat(json_name, ": not valid JSON: ", util::JsonErrorText(e.what())));
   }
   if (!json.is_object()) {
     return absl::InvalidArgumentError(
@@ -521,7 +522,7 @@ absl::StatusOr<std::unique_ptr<HfBpeTokenizer>> HfBpeTokenizer::Create(absl::str
     RETURN_IF_ERROR(parser.ParsePostProcessor(field("post_processor"), "post_processor"));
     if (!tokenizer_config_json.empty()) RETURN_IF_ERROR(parser.ParseConfig(tokenizer_config_json));
   } catch (const Json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(json_name, ": unexpected JSON content: ", e.what()));
+    return absl::InvalidArgumentError(absl::StrCat(json_name, ": unexpected JSON content: ", util::JsonErrorText(e.what())));
   }
   tokenizer->special_.resize(tokenizer->id_to_bytes_.size(), false);
   tokenizer->added_.resize(tokenizer->id_to_bytes_.size(), false);

@@ -10,6 +10,7 @@
 #include "common/tokenizer/word_tokenizer.h"
 #include "common/util/file_util.h"
 #include "common/util/status_macros.h"
+#include "common/util/json_errors.h"
 #include "nlohmann/json.hpp"
 
 namespace rlhf::tokenizer {
@@ -76,7 +77,7 @@ class TopLevelScanner : public nlohmann::json_sax<nlohmann::json> {
     return true;
   }
   bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
-    error_ = e.what();
+    error_ = util::JsonErrorText(e.what());
     return false;
   }
 
@@ -170,6 +171,15 @@ const std::vector<std::string>& TokenizerFileNames() {
       new std::vector<std::string>{"tokenizer.json",     "tokenizer_config.json", "chat_template.jinja",
                                    "chat_template.json", "encoder.json",          "vocab.bpe"};
   return *kNames;
+}
+
+absl::Status CopyTokenizerFiles(const std::string& from_dir, const std::string& to_dir) {
+  for (const std::string& name : TokenizerFileNames()) {
+    const std::string from = absl::StrCat(from_dir, "/", name);
+    if (!util::PathExists(from)) continue;
+    RETURN_IF_ERROR(util::CopyFileAtomically(from, absl::StrCat(to_dir, "/", name)));
+  }
+  return absl::OkStatus();
 }
 
 std::string ReplaceInvalidUtf8(absl::string_view bytes) {

@@ -90,6 +90,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& mode
 // copying a checkpoint, so that the copy tokenizes and renders chats as the original does.
 const std::vector<std::string>& TokenizerFileNames();
 
+// Copies the TokenizerFileNames() present in `from_dir` into `to_dir` (each atomically; `to_dir` must exist).
+absl::Status CopyTokenizerFiles(const std::string& from_dir, const std::string& to_dir);
+
 // Loads GPT-2's byte-level BPE from its vocabulary (`encoder.json`) and merges (`vocab.bpe`) files.
 // NotFound when a file is missing; InvalidArgument naming the file (and line) when one is malformed.
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGpt2Tokenizer(const std::string& encoder_json_path,

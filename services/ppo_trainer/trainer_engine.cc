@@ -24,16 +24,9 @@ constexpr char kPolicyDir[] = "policy";
 constexpr char kValueDir[] = "value";
 constexpr char kStateTensors[] = "trainer_state.safetensors";
 constexpr char kStateJson[] = "trainer_state.json";
-constexpr const char* kTokenizerFiles[] = {"tokenizer.json", "encoder.json", "vocab.bpe"};
-
 absl::Status CopyTokenizerFiles(const std::string& from, const std::string& to) {
   if (from.empty()) return absl::OkStatus();
-  for (const char* name : kTokenizerFiles) {
-    const std::string src = absl::StrCat(from, "/", name);
-    if (!util::PathExists(src)) continue;
-    RETURN_IF_ERROR(util::CopyFileAtomically(src, absl::StrCat(to, "/", name)));
-  }
-  return absl::OkStatus();
+  return tokenizer::CopyTokenizerFiles(from, to);
 }
 
 int64_t DirectoryBytes(const std::string& dir) {
@@ -174,9 +167,13 @@ absl::StatusOr<std::string> TrainerEngine::WritablePath(const std::string& path,
 absl::Status TrainerEngine::ConfinePaths(SftJob* job) const {
   for (auto [path, field] : {std::pair{&job->data_path, "data_path"}, {&job->validation_path, "validation_path"},
                              {&job->init_model_path, "init_model_path"}}) {
-    if (!path->empty()) ASSIGN_OR_RETURN(*path, ReadablePath(*path, field));
+    if (!path->empty()) {
+      ASSIGN_OR_RETURN(*path, ReadablePath(*path, field));
+    }
   }
-  if (!job->output_dir.empty()) ASSIGN_OR_RETURN(job->output_dir, WritablePath(job->output_dir, "output_dir"));
+  if (!job->output_dir.empty()) {
+    ASSIGN_OR_RETURN(job->output_dir, WritablePath(job->output_dir, "output_dir"));
+  }
   return absl::OkStatus();
 }
 
@@ -184,9 +181,13 @@ absl::Status TrainerEngine::ConfinePaths(RewardJob* job) const {
   for (auto [path, field] : {std::pair{&job->comparisons_path, "comparisons_path"},
                              {&job->normalization_demonstrations_path, "normalization_demonstrations_path"},
                              {&job->init_model_path, "init_model_path"}}) {
-    if (!path->empty()) ASSIGN_OR_RETURN(*path, ReadablePath(*path, field));
+    if (!path->empty()) {
+      ASSIGN_OR_RETURN(*path, ReadablePath(*path, field));
+    }
   }
-  if (!job->output_dir.empty()) ASSIGN_OR_RETURN(job->output_dir, WritablePath(job->output_dir, "output_dir"));
+  if (!job->output_dir.empty()) {
+    ASSIGN_OR_RETURN(job->output_dir, WritablePath(job->output_dir, "output_dir"));
+  }
   return absl::OkStatus();
 }
 
