@@ -11,6 +11,14 @@ void FillModelId(const ServedModel& served, v1::ModelId* id) {
   id->set_version(served.version);
 }
 
+v1::TokenizerKind ToTokenizerKind(const std::string& kind) {
+  if (kind == tokenizer::kGpt2BpeKind) return v1::TOKENIZER_KIND_GPT2_BPE;
+  if (kind == tokenizer::kHfBpeKind) return v1::TOKENIZER_KIND_HF_BPE;
+  if (kind == tokenizer::kByteKind) return v1::TOKENIZER_KIND_BYTE;
+  if (kind == tokenizer::kWordKind) return v1::TOKENIZER_KIND_WORD;
+  return v1::TOKENIZER_KIND_UNSPECIFIED;
+}
+
 void FillModelConfig(const model::ModelConfig& config, v1::ModelConfig* c) {
   c->set_model_type(config.model_type);
   c->set_n_layer(static_cast<int32_t>(config.num_hidden_layers));
@@ -42,9 +50,7 @@ void FillModelInfo(const ModelStore& store, v1::ModelRole role, v1::ModelInfo* i
   t->set_pad_token_id(-1);
   t->set_bos_token_id(-1);
   if (const tokenizer::Tokenizer* tok = store.tokenizer(); tok != nullptr) {
-    t->set_kind(tok->Kind() == tokenizer::kGpt2BpeKind ? v1::TOKENIZER_KIND_GPT2_BPE
-                : tok->Kind() == tokenizer::kWordKind  ? v1::TOKENIZER_KIND_WORD
-                                                       : v1::TOKENIZER_KIND_BYTE);
+    t->set_kind(ToTokenizerKind(tok->Kind()));
     t->set_vocab_size(tok->VocabSize());
     if (tok->EosId()) t->set_eos_token_id(*tok->EosId());
     if (tok->PadId()) t->set_pad_token_id(*tok->PadId());

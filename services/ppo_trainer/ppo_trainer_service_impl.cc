@@ -623,10 +623,7 @@ grpc::ServerUnaryReactor* PpoTrainerServiceImpl::GetModelInfo(grpc::CallbackServ
   response->set_device(info->device);
   response->set_dtype(v1::DTYPE_F32);
   v1::TokenizerInfo* t = response->mutable_tokenizer();
-  t->set_kind(info->tokenizer_kind == tokenizer::kGpt2BpeKind ? v1::TOKENIZER_KIND_GPT2_BPE
-              : info->tokenizer_kind == tokenizer::kByteKind  ? v1::TOKENIZER_KIND_BYTE
-              : info->tokenizer_kind == tokenizer::kWordKind  ? v1::TOKENIZER_KIND_WORD
-                                                              : v1::TOKENIZER_KIND_UNSPECIFIED);
+  t->set_kind(serving::ToTokenizerKind(info->tokenizer_kind));
   t->set_vocab_size(info->tokenizer_vocab_size > 0 ? info->tokenizer_vocab_size
                                                    : static_cast<int32_t>(info->config.vocab_size));
   t->set_eos_token_id(info->eos_id ? *info->eos_id : -1);
