@@ -83,16 +83,18 @@ v1::RunConfig WithDefaults(const v1::RunConfig& in) {
   if (c.rounds() == 0) c.set_rounds(1);
   if (c.seed() == 0) c.set_seed(1);
   // Model: for the built-in task, 2 layers x 128 wide (DESIGN.md: 64 wide was too small).
-  if (!c.model().has_config() && c.model().base_model_dir().empty() && builtin) {
+  // A config naming only a family (`model { config { model_type: "qwen3" } }`) gets the same shape.
+  if ((c.model().has_config() || c.model().base_model_dir().empty()) && builtin) {
     v1::ModelConfig* m = c.mutable_model()->mutable_config();
-    m->set_n_layer(2);
-    m->set_n_embd(128);
-    m->set_n_head(4);
-    m->set_n_positions(32);
+    if (m->n_layer() == 0) m->set_n_layer(2);
+    if (m->n_embd() == 0) m->set_n_embd(128);
+    if (m->n_head() == 0) m->set_n_head(4);
+    if (m->n_positions() == 0) m->set_n_positions(32);
   }
   if (c.model().has_config()) {
     v1::ModelConfig* m = c.mutable_model()->mutable_config();
-    if (m->layer_norm_epsilon() == 0) m->set_layer_norm_epsilon(1e-5);
+    const bool gpt2 = m->model_type().empty() || m->model_type() == "gpt2";
+    if (m->layer_norm_epsilon() == 0 && gpt2) m->set_layer_norm_epsilon(1e-5);  // others: their family's
   }
   if (c.model().tokenizer() == v1::TOKENIZER_KIND_UNSPECIFIED) {
     c.mutable_model()->set_tokenizer(builtin ? v1::TOKENIZER_KIND_WORD : v1::TOKENIZER_KIND_BYTE);
@@ -170,10 +172,11 @@ absl::Status ValidateRunConfig(const v1::RunConfig& c) {
       const v1::ModelConfig& m = c.model().config();
       if (m.n_layer() <= 0) return Bad("model.config.n_layer", "must be > 0");
       if (m.n_embd() <= 0) return Bad("model.config.n_embd", "must be > 0");
-      if (m.n_head() <= 0 || m.n_embd() % m.n_head() != 0) {
-        return Bad("model.config.n_head", "must be > 0 and divide n_embd");
+      if (m.n_head() <= 0 || (m.head_dim() == 0 && m.n_embd() % m.n_head() != 0)) {
+        return Bad("model.config.n_head", "must be > 0 and divide n_embd (or set head_dim)");
       }
       if (m.n_positions() <= 1) return Bad("model.config.n_positions", "must be > 1");
+      RETURN_IF_ERROR(ModelArchitecture(m).status());
       if (builtin && c.model().tokenizer() != v1::TOKENIZER_KIND_WORD) {
         return Bad("model.tokenizer", "the built-in task uses its word tokenizer (TOKENIZER_KIND_WORD)");
       }
@@ -386,6 +389,28 @@ std::vector<std::pair<std::string, std::string*>> ConfigPaths(v1::RunConfig* con
     if (!entry.second->empty()) named.push_back(entry);
   }
   return named;
+}
+
+absl::StatusOr<model::ModelConfig> ModelArchitecture(const v1::ModelConfig& m) {
+  auto fail = [](const absl::Status& status) {
+    return absl::InvalidArgumentError(absl::StrCat("config.model.config: ", status.message()));
+  };
+  absl::StatusOr<model::ModelConfig> c =
+      model::ModelConfig::ForModelType(m.model_type().empty() ? "gpt2" : m.model_type());
+  if (!c.ok()) return fail(c.status());
+  if (m.num_key_value_heads() < 0 || m.head_dim() < 0 || m.intermediate_size() < 0) {
+    return absl::InvalidArgumentError(
+        "config.model.config: num_key_value_heads, head_dim and intermediate_size must be >= 0 (0: the default)");
+  }
+  c->SetShape(m.n_layer(), m.n_embd(), m.n_head(), m.num_key_value_heads(), m.head_dim(), m.intermediate_size());
+  c->max_position_embeddings = m.n_positions();
+  c->vocab_size = 1;  // the tokenizer's, set when the model is made
+  if (m.layer_norm_epsilon() > 0) c->norm_eps = m.layer_norm_epsilon();
+  c->resid_pdrop = m.resid_pdrop();
+  c->embd_pdrop = m.embd_pdrop();
+  c->attn_pdrop = m.attn_pdrop();
+  if (absl::Status status = c->Validate(); !status.ok()) return fail(status);
+  return c;
 }
 
 }  // namespace rlhf::orchestrator

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/model/model_config.h"
 #include "rlhf/v1/orchestrator.pb.h"
 
 namespace rlhf::orchestrator {
@@ -26,6 +27,12 @@ v1::RunConfig DefaultRunConfig();
 
 // Fills every unset field with its documented default (for the built-in task, the settings known to work).
 v1::RunConfig WithDefaults(const v1::RunConfig& config);
+
+// The architecture `model.config` describes: its model_type (empty: gpt2) with that type's defaults for what the
+// message does not carry (RoPE, norms, biases, q/k norm) and for shape fields left 0 (key/value heads = heads,
+// head_dim = n_embd / n_head, the family's MLP width); vocab_size is left for the tokenizer to set (1 here).
+// InvalidArgument "config.model.config: ..." naming the field.
+absl::StatusOr<model::ModelConfig> ModelArchitecture(const v1::ModelConfig& config);
 
 // Checks a config after WithDefaults. InvalidArgument naming the field ("config.<path>: <reason>").
 absl::Status ValidateRunConfig(const v1::RunConfig& config);
