@@ -3,6 +3,7 @@
 #include <future>
 #include <thread>
 
+#include "common/model/safetensors.h"
 #include "common/runtime/client.h"
 #include "common/runtime/server.h"
 #include "common/serving/engine_metrics.h"
@@ -319,6 +320,21 @@ TEST_F(GenerationServicesTest, BadWeightUpdatesAreRefusedAndTheOldWeightsKeepSer
   auto refused = serving::PushWeights(*gen_, *wide_bytes, {}, 1 << 20, absl::Seconds(30));
   EXPECT_FALSE(refused.ok());
   EXPECT_THAT(std::string(refused.status().message()), HasSubstr("wte"));
+  // A payload without one of the parameters (found by fuzzing UpdateWeights, which answered NOT_FOUND): the API's
+  // INVALID_ARGUMENT naming the tensor.
+  {
+    auto v2 = model::SafetensorsFile::Parse(*v2_bytes, "v2");
+    ASSERT_TRUE(v2.ok());
+    std::map<std::string, at::Tensor> tensors;
+    for (const std::string& name : (*v2)->Names()) {
+      if (name.find("wte") == std::string::npos) tensors[name] = *(*v2)->Get(name);
+    }
+    auto partial = model::SerializeSafetensors(tensors);
+    ASSERT_TRUE(partial.ok());
+    auto missing = serving::PushWeights(*gen_, *partial, {}, 1 << 20, absl::Seconds(30));
+    EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument) << missing.status();
+    EXPECT_THAT(std::string(missing.status().message()), HasSubstr("wte"));
+  }
   // A version that is not above the served one.
   v1::WeightsHeader stale;
   stale.set_target_version(1);
