@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Sets up (tools/setup.sh), builds (CMake + Ninja, in build/) and runs the whole test suite with ctest, then the
-# fuzz stage (tools/fuzz.sh: every libFuzzer target for a bounded time under ASan + UBSan).
+# Sets up (tools/setup.sh), builds (CMake + Ninja, in build/), runs the fuzz stage (tools/fuzz.sh: every libFuzzer
+# target for a bounded time under ASan + UBSan, in build-fuzz/) and the whole test suite with ctest.
 #   tools/test.sh [extra ctest args, e.g. -R Server]
 #   tools/test.sh --sanitize [extra ctest args]   the same suite built with -fsanitize=address,undefined (g++) in
 #                                                  build-asan/; no fuzz stage
@@ -36,9 +36,14 @@ cmake -S "$repo" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE="${CMAKE_BUILD_TYPE
   "${cmake_args[@]}" >/dev/null
 ninja -C "$build_dir" -j "$jobs"
 echo "test: build took $(( $(date +%s) - start )) s"
-start=$(date +%s)
-(cd "$build_dir" && ctest --output-on-failure -j "$jobs" --timeout 600 "$@")
-echo "test: ctest took $(( $(date +%s) - start )) s"
+# The fuzz stage runs before ctest (so that ctest's summary closes the output); a finding fails the run after it.
+fuzz_status=0
 if [ "$fuzz" = 1 ]; then
-  "$repo/tools/fuzz.sh" --seconds="${FUZZ_SECONDS:-30}" --ci
+  "$repo/tools/fuzz.sh" --seconds="${FUZZ_SECONDS:-30}" --ci || fuzz_status=$?
+fi
+cd "$build_dir"
+ctest --output-on-failure -j "$jobs" --timeout 600 "$@"
+if [ "$fuzz_status" != 0 ]; then
+  echo "test: the fuzz stage failed (exit $fuzz_status); its reproducers are listed above" >&2
+  exit 1
 fi
