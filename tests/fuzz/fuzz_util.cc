@@ -75,8 +75,8 @@ std::string SourceDir() {
 }
 
 void Fail(absl::string_view what, const absl::Status& status) {
-  std::fprintf(stderr, "fuzz finding: %.*s%s%s\n", static_cast<int>(what.size()), what.data(),
-               status.ok() ? "" : ": ", status.ok() ? "" : status.ToString().c_str());
+  std::fprintf(stderr, "fuzz finding: %.*s%s%s\n", static_cast<int>(what.size()), what.data(), status.ok() ? "" : ": ",
+               status.ok() ? "" : status.ToString().c_str());
   std::fflush(stderr);
   std::abort();
 }

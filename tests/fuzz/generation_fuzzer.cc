@@ -11,9 +11,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/serving/weights_transfer.h"
+#include "fuzz_inputs.pb.h"
 #include "services/policy_generation/generation_engine.h"
 #include "services/policy_generation/policy_generation_service_impl.h"
-#include "fuzz_inputs.pb.h"
 #include "tests/fuzz/model_service_fixture.h"
 
 namespace {

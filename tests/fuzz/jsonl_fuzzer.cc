@@ -42,7 +42,8 @@ std::vector<Record> CheckRead(Reader reader, const std::string& path, const Read
   }
   Expect(result->errors.size() == std::min(result->num_bad_records, options.max_reported_errors),
          what + ": errors listed do not match the count of bad records");
-  if (options.policy == BadRecordPolicy::kFail) Expect(result->num_bad_records == 0, what + ": bad records under kFail");
+  if (options.policy == BadRecordPolicy::kFail)
+    Expect(result->num_bad_records == 0, what + ": bad records under kFail");
   if (jsonl) {
     Expect(result->num_lines == result->num_blank_lines + result->records.size() + result->num_bad_records,
            what + ": lines do not add up to blank + records + bad records");

@@ -10,8 +10,8 @@
 
 #include "absl/strings/numbers.h"
 #include "common/labeling/labeling_queue.h"
-#include "services/labeling/labeling_service_impl.h"
 #include "fuzz_inputs.pb.h"
+#include "services/labeling/labeling_service_impl.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace {

@@ -8,8 +8,8 @@
 
 #include "common/training/optimizer.h"
 #include "common/training/ppo_learner.h"
-#include "services/ppo_trainer/ppo_trainer_service_impl.h"
 #include "fuzz_inputs.pb.h"
+#include "services/ppo_trainer/ppo_trainer_service_impl.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace {

@@ -1,12 +1,12 @@
 // Input: the bytes of a safetensors file (common/model/safetensors.h), as a checkpoint folder or an UpdateWeights
 // stream delivers them. Parse must accept it or refuse it with InvalidArgument; every tensor of an accepted file
 // must materialise with the shape and byte size its header declares, in each conversion the loaders use.
+#include <ATen/ops/empty.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <string>
-
-#include <ATen/ops/empty.h>
 
 #include "absl/strings/str_cat.h"
 #include "common/model/safetensors.h"
@@ -48,9 +48,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     at::Tensor copy = at::empty(entry->shape, stored->options());
     ExpectOkOr((*file)->ReadInto(name, copy), "ReadInto a tensor of the same shape and dtype", {});
-    Expect(copy.nbytes() == 0 ||
-               std::memcmp(copy.data_ptr(), stored->data_ptr(), static_cast<size_t>(copy.nbytes())) == 0,
-           "ReadInto's bytes differ from Get's");
+    Expect(
+        copy.nbytes() == 0 || std::memcmp(copy.data_ptr(), stored->data_ptr(), static_cast<size_t>(copy.nbytes())) == 0,
+        "ReadInto's bytes differ from Get's");
   }
   return 0;
 }

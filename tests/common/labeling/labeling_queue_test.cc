@@ -302,9 +302,8 @@ TEST(LabelingQueueTest, TheJournalKeepsBatchesAssignmentsAndRankingsAcrossAResta
 // A journal line of a batch with one task whose responses are shown in `order`.
 std::string BatchLine(const std::string& batch, const std::string& task, const std::string& order,
                       const std::string& created_ms = "1700000000000") {
-  return "{\"op\":\"batch\",\"batch\":\"" + batch + "\",\"created_ms\":" + created_ms +
-         ",\"tasks\":[{\"id\":\"" + task + "\",\"prompt\":\"p\",\"responses\":[\"a\",\"b\",\"c\"],\"order\":" + order +
-         "}]}\n";
+  return "{\"op\":\"batch\",\"batch\":\"" + batch + "\",\"created_ms\":" + created_ms + ",\"tasks\":[{\"id\":\"" +
+         task + "\",\"prompt\":\"p\",\"responses\":[\"a\",\"b\",\"c\"],\"order\":" + order + "}]}\n";
 }
 
 // Found by fuzzing the journal replay (tests/fuzz/corpus/labeling_journal/): records the queue never writes were
