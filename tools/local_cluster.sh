@@ -56,6 +56,16 @@ live_pid() {
   [ "${exe% (deleted)}" = "$expected" ]
 }
 
+# Whether process $1 still runs: it exists and is not a zombie. Not live_pid: /proc/<pid>/exe goes away as soon as
+# a process releases its memory, before it has finished exiting (e.g. while a sanitizer runtime unmaps its shadow
+# memory), and `down` must not report a process gone that still runs.
+running() {
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  stat="${stat##*) }"
+  [ "${stat%% *}" != Z ]
+}
+
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 healthy() { "$build/tools/cli/rlhf-health" --quiet --timeout=1s --service="rlhf.v1.${grpc_service[$1]}" "127.0.0.1:$(port "$1")"; }
@@ -235,7 +245,7 @@ down() {
   local entry deadline=$(( $(date +%s) + 20 )) left=()
   for entry in "${stopped[@]}"; do
     name="${entry%%:*}"
-    until ! live_pid "$name"; do
+    until ! running "${entry#*:}"; do
       if [ "$(date +%s)" -ge "$deadline" ]; then
         echo "local_cluster: $name (pid ${entry#*:}) did not exit in 20 s after SIGTERM: SIGKILL" >&2
         kill -KILL "${entry#*:}" 2>/dev/null || true
