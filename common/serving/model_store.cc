@@ -101,7 +101,12 @@ absl::StatusOr<ModelStore::SwapResult> ModelStore::SwapFromSafetensors(std::stri
   model_options.reward_head = current->model->has_reward_head();
   model_options.value_head = current->model->has_value_head();
   ASSIGN_OR_RETURN(std::unique_ptr<model::CausalLm> model, model::CreateModel(config_, model_options));
-  RETURN_IF_ERROR(model->LoadWeights(*weights));
+  if (absl::Status loaded = model->LoadWeights(*weights); !loaded.ok()) {
+    // A payload without one of the parameters is a bad payload (the API's INVALID_ARGUMENT naming the tensor), not
+    // a missing resource.
+    if (absl::IsNotFound(loaded)) return absl::InvalidArgumentError(loaded.message());
+    return loaded;
+  }
   return Install(std::move(model), source, target_version, std::move(metadata), start, total_bytes);
 }
 

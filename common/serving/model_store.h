@@ -79,7 +79,8 @@ class ModelStore {
   // model keeps serving.
   absl::StatusOr<SwapResult> SwapFromDirectory(const std::string& dir, std::optional<int64_t> target_version,
                                                std::map<std::string, std::string> metadata = {});
-  // The same from a safetensors payload in memory (`source` names it in errors).
+  // The same from a safetensors payload in memory (`source` names it in errors); a payload that lacks one of the
+  // model's parameters is InvalidArgument naming it.
   absl::StatusOr<SwapResult> SwapFromSafetensors(std::string bytes, const std::string& source,
                                                  std::optional<int64_t> target_version,
                                                  std::map<std::string, std::string> metadata = {});

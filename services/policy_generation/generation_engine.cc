@@ -38,8 +38,9 @@ absl::Status GenerationEngine::Validate(const GenerationRequest& r) const {
     return absl::InvalidArgumentError(
         absl::StrCat("num_samples=", r.num_samples, " is outside [1, ", options_.max_samples, "]"));
   }
-  if (!(r.temperature >= 0) || r.temperature > 100) {
-    return absl::InvalidArgumentError(absl::StrCat("sampling.temperature=", r.temperature, " is outside [0, 100]"));
+  if (!(r.temperature >= 0) || r.temperature > 100 || (r.temperature > 0 && r.temperature < model::kMinTemperature)) {
+    return absl::InvalidArgumentError(absl::StrCat("sampling.temperature=", r.temperature, " is outside [0, 100] or ",
+                                                   "in (0, ", model::kMinTemperature, ")"));
   }
   if (r.top_k < 0) return absl::InvalidArgumentError(absl::StrCat("sampling.top_k=", r.top_k, " is negative"));
   if (!(r.top_p > 0) || r.top_p > 1) {

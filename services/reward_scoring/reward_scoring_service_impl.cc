@@ -93,19 +93,28 @@ RewardScoringServiceImpl::RewardScoringServiceImpl(RewardEngine* engine, RewardM
 
 absl::StatusOr<RewardRequest> RewardScoringServiceImpl::FromProto(const v1::ScoreRequest& proto,
                                                                   grpc::CallbackServerContext* context) const {
-  const serving::ModelStore* store = engine_->store();
+  absl::StatusOr<RewardRequest> request = RewardRequestFromProto(proto, *engine_);
+  if (!request.ok()) return request;
+  request->deadline = absl::FromChrono(context->deadline());
+  request->cancelled = [context] { return context->IsCancelled(); };
+  return request;
+}
+
+absl::StatusOr<RewardRequest> RewardRequestFromProto(const v1::ScoreRequest& proto, const RewardEngine& engine) {
+  constexpr size_t kMaxRequestIdBytes = RewardScoringServiceImpl::kMaxRequestIdBytes;
+  const serving::ModelStore* store = engine.store();
   if (store == nullptr) return absl::UnavailableError(kNoModel);
   if (proto.request_id().size() > kMaxRequestIdBytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("request_id has ", proto.request_id().size(), " bytes, more than the limit ", kMaxRequestIdBytes));
   }
   // Checked before any text is encoded (the engine checks it again with the rest).
-  if (proto.items_size() > engine_->options().max_items) {
+  if (proto.items_size() > engine.options().max_items) {
     return absl::InvalidArgumentError(
-        absl::StrCat("items has ", proto.items_size(), " entries, more than the limit ", engine_->options().max_items));
+        absl::StrCat("items has ", proto.items_size(), " entries, more than the limit ", engine.options().max_items));
   }
   const tokenizer::Tokenizer* tokenizer = store->tokenizer();
-  const std::optional<int64_t> eos = engine_->eos_token_id();
+  const std::optional<int64_t> eos = engine.eos_token_id();
   RewardRequest request;
   request.items.reserve(static_cast<size_t>(proto.items_size()));
   for (int i = 0; i < proto.items_size(); ++i) {
@@ -128,8 +137,6 @@ absl::StatusOr<RewardRequest> RewardScoringServiceImpl::FromProto(const v1::Scor
     request.items.push_back(std::move(pair));
   }
   if (proto.has_min_model_version()) request.min_model_version = proto.min_model_version();
-  request.deadline = absl::FromChrono(context->deadline());
-  request.cancelled = [context] { return context->IsCancelled(); };
   return request;
 }
 

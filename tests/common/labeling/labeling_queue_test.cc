@@ -413,5 +413,52 @@ TEST(LabelingQueueTest, AQueueReopensOnAFullDiskAndDropsAnUnterminatedLastRecord
   }
 }
 
+// A journal line of a batch with one task whose responses are shown in `order`.
+std::string BatchLine(const std::string& batch, const std::string& task, const std::string& order,
+                      const std::string& created_ms = "1700000000000") {
+  return "{\"op\":\"batch\",\"batch\":\"" + batch + "\",\"created_ms\":" + created_ms + ",\"tasks\":[{\"id\":\"" +
+         task + "\",\"prompt\":\"p\",\"responses\":[\"a\",\"b\",\"c\"],\"order\":" + order + "}]}\n";
+}
+
+// Found by fuzzing the journal replay (tests/fuzz/corpus/labeling_journal/): records the queue never writes were
+// replayed as they came, and an order index beyond the responses read past them when the task was handed out.
+TEST(LabelingQueueTest, OpenRefusesJournalRecordsTheQueueCouldNotHaveWritten) {
+  const std::string good = BatchLine("b0", "t-0", "[2,0,1]");
+  const std::map<std::string, std::string> bad = {
+      {"an order index beyond the responses", BatchLine("b1", "t-1", "[3,0,1]")},
+      {"an order that repeats a response", BatchLine("b1", "t-1", "[0,0,1]")},
+      {"an order shorter than the responses", BatchLine("b1", "t-1", "[0,1]")},
+      {"a float where an integer goes", BatchLine("b1", "t-1", "[0,1,2]", "1e300")},
+      {"a task id used twice", BatchLine("b1", "t-0", "[0,1,2]")},
+      {"a batch id used twice", BatchLine("b0", "t-1", "[0,1,2]")},
+      {"a batch without tasks", "{\"op\":\"batch\",\"batch\":\"b1\",\"created_ms\":1,\"tasks\":[]}\n"},
+      {"a ranking of the wrong size",
+       "{\"op\":\"submit\",\"task\":\"t-0\",\"labeler\":\"x\",\"ranks\":[1,2],\"at_ms\":1}\n"},
+      {"a rank below 1", "{\"op\":\"submit\",\"task\":\"t-0\",\"labeler\":\"x\",\"ranks\":[1,0,2],\"at_ms\":1}\n"},
+  };
+  for (const auto& [what, line] : bad) {
+    SCOPED_TRACE(what);
+    const std::string dir = testing::MakeTempDir("labeling-journal");
+    // In the middle of the journal: the queue does not open, and says where.
+    ASSERT_TRUE(util::WriteFileAtomically(dir + "/queue.jsonl", good + line).ok());
+    LabelingQueueOptions o;
+    o.state_dir = dir;
+    absl::Status s = LabelingQueue::Open(o).status();
+    EXPECT_TRUE(absl::IsDataLoss(s)) << s;
+    EXPECT_THAT(std::string(s.message()), HasSubstr("queue.jsonl:2"));
+    // As a torn last line it is dropped whole, and the rest is served.
+    ASSERT_TRUE(util::WriteFileAtomically(dir + "/queue.jsonl", good + line.substr(0, line.size() - 1)).ok());
+    auto q = OpenQueue(dir);
+    ASSERT_TRUE(q);
+    EXPECT_EQ(q->Counts().pending, 1);
+    auto t = NextNow(*q, "alice");
+    ASSERT_TRUE(t.ok()) << t.status();
+    EXPECT_EQ(t->task_id, "t-0");
+    ASSERT_EQ(t->candidates.size(), 3u);
+    EXPECT_EQ(t->candidates[0].second, "c");  // order[0] = 2
+    EXPECT_TRUE(q->Submit("t-0", "alice", {{"1", 1}, {"2", 2}, {"3", 3}}).ok());
+  }
+}
+
 }  // namespace
 }  // namespace rlhf::labeling
