@@ -212,7 +212,9 @@ absl::StatusOr<v1::Run> RunManager::StartRun(const v1::StartRunRequest& request)
   RETURN_IF_ERROR(ValidateRunConfig(config));
   // Every file the config names resolves inside --path_roots, and the run's folder inside --runs_root; the run keeps
   // the resolved paths, which are what the services are sent.
-  for (auto& [field, path] : ConfigPaths(&config)) ASSIGN_OR_RETURN(*path, data_roots_.Resolve(*path, field));
+  for (auto& [field, path] : ConfigPaths(&config)) {
+    ASSIGN_OR_RETURN(*path, data_roots_.Resolve(*path, field));
+  }
   if (!config.run_dir().empty()) {
     ASSIGN_OR_RETURN(*config.mutable_run_dir(), runs_root_.ResolveForWrite(config.run_dir(), "config.run_dir"));
   }
