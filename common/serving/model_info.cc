@@ -55,7 +55,11 @@ void FillModelInfo(const ModelStore& store, v1::ModelRole role, v1::ModelInfo* i
     if (tok->EosId()) t->set_eos_token_id(*tok->EosId());
     if (tok->PadId()) t->set_pad_token_id(*tok->PadId());
     if (tok->BosId()) t->set_bos_token_id(*tok->BosId());
+    const PromptCodec& codec = store.prompt_codec();
+    t->set_chat_template(codec.chat_template != nullptr);
+    t->set_end_of_turn_token_id(codec.end_of_turn_id ? static_cast<int32_t>(*codec.end_of_turn_id) : -1);
   } else {
+    t->set_end_of_turn_token_id(-1);
     t->set_kind(v1::TOKENIZER_KIND_UNSPECIFIED);
     t->set_vocab_size(static_cast<int32_t>(config.vocab_size));
   }

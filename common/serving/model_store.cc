@@ -53,6 +53,20 @@ absl::StatusOr<std::unique_ptr<ModelStore>> ModelStore::Load(const ModelStoreOpt
   } else if (tokenizer.status().code() != absl::StatusCode::kNotFound) {
     return tokenizer.status();
   }
+  store->codec_.tokenizer = store->tokenizer_.get();
+  if (store->tokenizer_ != nullptr) {
+    auto chat_template = tokenizer::ChatTemplate::Load(options.model_dir);
+    if (chat_template.ok()) {
+      store->chat_template_ = *std::move(chat_template);
+      store->codec_.chat_template = store->chat_template_.get();
+      store->codec_.chat_template_status = absl::OkStatus();
+      store->codec_.DeriveEndOfTurnId();
+    } else {
+      store->codec_.chat_template_status = chat_template.status();
+    }
+  } else {
+    store->codec_.chat_template_status = absl::NotFoundError("the model folder has no tokenizer");
+  }
   auto served = std::make_shared<ServedModel>();
   served->model = std::move(model);
   served->name = store->options_.model_name;

@@ -6,6 +6,7 @@
 #include "common/serving/checkpoint_update.h"
 #include "common/serving/model_info.h"
 #include "common/serving/weights_transfer.h"
+#include "common/util/status_macros.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace rlhf::generation {
@@ -35,25 +36,8 @@ absl::StatusOr<GenerationRequest> GenerationRequestFromProto(const v1::GenerateR
                                                              const serving::ModelStore& store) {
   GenerationRequest request;
   for (int i = 0; i < proto.prompts_size(); ++i) {
-    const v1::TextOrTokens& prompt = proto.prompts(i);
-    std::vector<int64_t> ids;
-    switch (prompt.content_case()) {
-      case v1::TextOrTokens::kText: {
-        if (store.tokenizer() == nullptr) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("prompts[", i, "].text: this model has no tokenizer; send token_ids"));
-        }
-        auto encoded = store.tokenizer()->EncodeOrdinary(prompt.text());
-        if (!encoded.ok()) return encoded.status();
-        ids.assign(encoded->begin(), encoded->end());
-        break;
-      }
-      case v1::TextOrTokens::kTokenIds:
-        ids.assign(prompt.token_ids().ids().begin(), prompt.token_ids().ids().end());
-        break;
-      default:
-        return absl::InvalidArgumentError(absl::StrCat("prompts[", i, "] has neither text nor token_ids"));
-    }
+    ASSIGN_OR_RETURN(std::vector<int64_t> ids,
+                     serving::EncodePrompt(store.prompt_codec(), proto.prompts(i), absl::StrCat("prompts[", i, "]")));
     request.prompts.push_back(std::move(ids));
   }
   request.num_samples = proto.num_samples() == 0 ? 1 : proto.num_samples();

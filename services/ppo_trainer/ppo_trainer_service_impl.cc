@@ -642,6 +642,7 @@ grpc::ServerUnaryReactor* PpoTrainerServiceImpl::GetModelInfo(grpc::CallbackServ
   t->set_eos_token_id(info->eos_id ? *info->eos_id : -1);
   t->set_pad_token_id(info->pad_id ? *info->pad_id : -1);
   t->set_bos_token_id(-1);
+  t->set_end_of_turn_token_id(-1);  // the trainer takes no chat prompts
   *response->mutable_loaded_at() = TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(info->loaded_at));
   response->set_source_path(info->source);
   response->set_role(v1::MODEL_ROLE_POLICY);

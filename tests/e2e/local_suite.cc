@@ -40,9 +40,10 @@ bool Terminal(v1::RunState s) {
 
 }  // namespace
 
-v1::RunConfig ShortConfig(int32_t ppo_iterations) {
+v1::RunConfig ShortConfig(int32_t ppo_iterations, const std::string& model_type) {
   v1::RunConfig c;
   c.mutable_task()->set_builtin_task("instructions");
+  if (!model_type.empty()) c.mutable_model()->mutable_config()->set_model_type(model_type);
   c.mutable_sft()->mutable_hparams()->set_epochs(1);
   c.mutable_sft()->mutable_hparams()->set_max_steps(30);
   c.mutable_comparisons()->set_num_prompts(64);

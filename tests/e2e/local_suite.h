@@ -21,8 +21,8 @@ namespace rlhf::e2e {
 namespace v1 = ::rlhf::v1;
 
 // The built-in task shortened to CI size: 30 SFT steps, 64 comparison prompts, `ppo_iterations` of 16 prompts, 32
-// held-out prompts; defaults filled in.
-v1::RunConfig ShortConfig(int32_t ppo_iterations);
+// held-out prompts; defaults filled in. `model_type` names the policy's family ("gpt2" when empty).
+v1::RunConfig ShortConfig(int32_t ppo_iterations, const std::string& model_type = "");
 
 struct LocalSuiteOptions {
   std::string root;       // where runs/, logs/, trainer/ and labeling/ go; empty: a new temp folder

@@ -140,6 +140,27 @@ TEST_F(LoopTest, AKilledOrchestratorResumesAndFinishesWithCompletedStepsIntact) 
   EXPECT_TRUE(util::ReadFile(run_dir_ + "/eval/summary.json").ok());
 }
 
+// The Llama family (RMSNorm, RoPE, grouped-query attention, SiLU-gated MLP) through the same loop: SFT, the reward
+// model, PPO with its weight pushes, checkpoints of the family, and the evaluation.
+TEST_F(LoopTest, ALlamaFamilyLoopRunsEndToEndThroughTheServices) {
+  ASSERT_NO_FATAL_FAILURE(Start(e2e::ShortConfig(3, "llama"), "llama"));
+  v1::Run run = WaitForEnd(absl::Minutes(5));
+  ASSERT_EQ(run.state(), v1::RUN_STATE_SUCCEEDED) << run.error_message();
+  EXPECT_EQ(run.evaluation().num_prompts(), 32);
+  ASSERT_GE(run.checkpoints_size(), 3) << "SFT, reward model, PPO";
+  for (const v1::CheckpointRecord& checkpoint : run.checkpoints()) {
+    const std::string dir =
+        absl::StartsWith(checkpoint.path(), "/") ? checkpoint.path() : run_dir_ + "/" + checkpoint.path();
+    auto config = util::ReadFile(dir + "/config.json");
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(Json::parse(*config).at("model_type"), "llama") << dir;
+  }
+  auto lines = MetricLines();
+  for (int64_t step = 1; step <= 3; ++step) EXPECT_EQ((lines[{"ppo", 1, step}]), 1) << "ppo step " << step;
+  // The policy's new weights reached the generation service after every PPO iteration.
+  EXPECT_GE(MetricSum("policy-generation", "rlhf_weight_updates_total", "outcome=\"ok\""), 4);
+}
+
 TEST_F(LoopTest, EveryGenerationAndRewardReplicaGetsEveryWeightUpdateAndServesCalls) {
   ASSERT_NO_FATAL_FAILURE(Start(e2e::ShortConfig(4), "replicas", /*replicas=*/2));
   v1::Run run = WaitForEnd(absl::Minutes(5));

@@ -44,7 +44,7 @@ std::unique_ptr<GenerationEngine> NewEngine() {
 void Generate(GenerationEngine& engine, const rlhf::v1::GenerateRequest& proto) {
   auto request = rlhf::generation::GenerationRequestFromProto(proto, engine.store());
   if (!request.ok()) {
-    ExpectOkOr(request.status(), "Generate's conversion", {Code::kInvalidArgument});
+    ExpectOkOr(request.status(), "Generate's conversion", {Code::kInvalidArgument, Code::kFailedPrecondition});
     return;
   }
   const size_t prompts = request->prompts.size();

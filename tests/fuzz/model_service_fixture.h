@@ -7,10 +7,15 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/util/file_util.h"
 #include "tests/fuzz/fuzz_util.h"
 #include "tests/testing/tiny_model.h"
 
 namespace rlhf::fuzz {
+
+inline constexpr char kTinyChatTemplate[] =
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant: {% endif %}";
 
 // The folder of a tiny model written once per process (with a reward head when `reward_head`).
 inline const std::string& TinyModelDir(bool reward_head = false) {
@@ -23,6 +28,11 @@ inline const std::string& TinyModelDir(bool reward_head = false) {
     options.reward_head = reward_head;
     if (absl::Status written = testing::WriteTinyModel(*path, options); !written.ok()) {
       Fail("writing the tiny model", written);
+    }
+    // A chat template, so that chat-message prompts are rendered and encoded too (a turn ends with a newline).
+    if (absl::Status written = util::WriteFileAtomically(*path + "/chat_template.jinja", kTinyChatTemplate);
+        !written.ok()) {
+      Fail("writing the tiny model's chat template", written);
     }
     dir = path;
   }

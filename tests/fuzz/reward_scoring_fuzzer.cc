@@ -43,7 +43,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!proto.ParseFromArray(data, static_cast<int>(size))) return 0;
   auto request = rlhf::reward::RewardRequestFromProto(proto, Engine());
   if (!request.ok()) {
-    ExpectOkOr(request.status(), "Score's conversion", {absl::StatusCode::kInvalidArgument});
+    ExpectOkOr(request.status(), "Score's conversion",
+               {absl::StatusCode::kInvalidArgument, absl::StatusCode::kFailedPrecondition});
     return 0;
   }
   auto result = rlhf::fuzz::Await<RewardResult>(

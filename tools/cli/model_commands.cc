@@ -29,7 +29,9 @@ ABSL_FLAG(int64_t, head_dim, 0, "init-model (Llama family): width of a head; 0 m
 ABSL_FLAG(int64_t, intermediate_size, 0,
           "init-model: MLP width; 0 means the family's default (GPT-2 4 x n_embd, Llama 8/3 x n_embd)");
 ABSL_FLAG(int64_t, n_positions, 256, "init-model: longest sequence (prompt + response) in tokens");
-ABSL_FLAG(std::string, tokenizer, "byte", "init-model: byte (258 ids) or gpt2 (50257 ids, from --gpt2_vocab_dir)");
+ABSL_FLAG(std::string, tokenizer, "byte",
+          "init-model: byte (258 ids), gpt2 (50257 ids, from --gpt2_vocab_dir), or a folder whose tokenizer files "
+          "(tokenizer.json, tokenizer_config.json with its chat template) the model takes, e.g. data/qwen3");
 ABSL_FLAG(std::string, gpt2_vocab_dir, "data/gpt2", "init-model: folder with GPT-2's encoder.json and vocab.bpe");
 ABSL_FLAG(bool, reward_head, false, "init-model: add a zero-initialised scalar reward head");
 ABSL_FLAG(uint64_t, seed, 0, "init-model: initialisation seed; generate: sampling seed");
@@ -98,7 +100,20 @@ absl::Status InitModel(const InitModelOptions& options) {
     config.eos_token_ids = {50256};
     config.bos_token_id = 50256;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("--tokenizer=", options.tokenizer, " is not byte or gpt2"));
+    // A model or tokenizer folder (Hugging Face tokenizer.json + tokenizer_config.json, or GPT-2's files): its
+    // tokenizer and chat template come along, and its special tokens become the model's.
+    auto tokenizer = tokenizer::LoadTokenizer(options.tokenizer);
+    if (!tokenizer.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--tokenizer=", options.tokenizer,
+                                                     " is not byte, gpt2 or a folder with a tokenizer: ",
+                                                     tokenizer.status().message()));
+    }
+    RETURN_IF_ERROR(tokenizer::CopyTokenizerFiles(options.tokenizer, options.out_dir));
+    config.vocab_size = (*tokenizer)->VocabSize();
+    config.eos_token_ids.clear();
+    if ((*tokenizer)->EosId()) config.eos_token_ids = {*(*tokenizer)->EosId()};
+    if ((*tokenizer)->BosId()) config.bos_token_id = *(*tokenizer)->BosId();
+    if ((*tokenizer)->PadId()) config.pad_token_id = *(*tokenizer)->PadId();
   }
   if (options.reward_head) config.architectures = {config.SequenceClassifierArchitecture()};
   RETURN_IF_ERROR(config.Validate());
