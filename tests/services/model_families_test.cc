@@ -96,7 +96,7 @@ class ModelServices {
     auto roots = util::PathRoots::Create({o.path_root}, "--path_roots");
     EXPECT_TRUE(roots.ok()) << roots.status();
     registry_ = std::make_shared<prometheus::Registry>();
-    std::vector<std::pair<std::string, grpc::Service*>> services;
+    std::vector<runtime::ServiceEntry> services;
     if (!o.policy_dir.empty()) {
       generation::GenerationEngineOptions gen_options;
       gen_options.model.model_dir = o.policy_dir;
