@@ -75,6 +75,7 @@ v1::TextOrTokens Ids(const std::vector<int64_t>& ids) {
 
 v1::TextOrTokens Messages(const std::vector<std::pair<std::string, std::string>>& messages) {
   v1::TextOrTokens value;
+  value.mutable_messages();  // set, even when empty
   for (const auto& [role, content] : messages) {
     v1::ChatMessage* m = value.mutable_messages()->add_messages();
     m->set_role(role);
