@@ -220,6 +220,15 @@ absl::Status ValidateRunConfig(const v1::RunConfig& c) {
   if (ppo.prompts_per_iteration() < 2) return Bad("ppo.prompts_per_iteration", "must be >= 2");
   RETURN_IF_ERROR(CheckSampling(ppo.sampling(), "ppo.sampling"));
   if (ppo.sampling().temperature() == 0) return Bad("ppo.sampling.temperature", "PPO needs sampling (> 0)");
+  // The trainer recomputes the rollouts' log-probs at the temperature they were sampled with; another value would
+  // make every ratio wrong.
+  if (ppo.hparams().has_sampling_temperature() &&
+      ppo.hparams().sampling_temperature() != ppo.sampling().temperature()) {
+    return Bad("ppo.hparams.sampling_temperature",
+               absl::StrCat(ppo.hparams().sampling_temperature(), " differs from ppo.sampling.temperature ",
+                            ppo.sampling().temperature(),
+                            ": the rollouts' log-probs are recomputed at their sampling temperature; leave it unset"));
+  }
   const v1::PpoHyperParams& ph = ppo.hparams();
   if (ph.kl().beta() < 0) return Bad("ppo.hparams.kl.beta", "must be >= 0");
   if (ph.kl().kind() == v1::KL_CONTROLLER_KIND_ADAPTIVE && !(ph.kl().target_kl() > 0)) {

@@ -315,15 +315,13 @@ class Driver {
     *c->mutable_create_time() = Now();
   }
 
-  absl::StatusOr<std::vector<std::string>> ReadPromptFile(const std::string& path) {
+  absl::StatusOr<std::vector<data::PromptRecord>> ReadPromptFile(const std::string& path) {
     data::ReadOptions options;
     options.policy = cfg_.task().bad_record_policy() == v1::BAD_RECORD_POLICY_SKIP ? data::BadRecordPolicy::kSkip
                                                                                   : data::BadRecordPolicy::kFail;
     ASSIGN_OR_RETURN(data::PromptReadResult read, data::ReadPrompts(path, options));
-    std::vector<std::string> out;
-    for (auto& r : read.records) out.push_back(std::move(r.prompt));
-    if (out.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": no prompts"));
-    return out;
+    if (read.records.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": no prompts"));
+    return std::move(read.records);
   }
 
   absl::Status LoadPrompts() {
@@ -333,7 +331,7 @@ class Driver {
       ASSIGN_OR_RETURN(eval_prompts_, ReadPromptFile(files_.eval_prompts));
     } else {
       // A seeded share of the PPO prompts, held out from PPO.
-      std::vector<std::string> train;
+      std::vector<data::PromptRecord> train;
       for (size_t i = 0; i < ppo_prompts_.size(); ++i) {
         ((i * 2654435761u + cfg_.seed()) % 10 == 0 ? eval_prompts_ : train).push_back(ppo_prompts_[i]);
       }
@@ -347,7 +345,8 @@ class Driver {
   // ---- services -------------------------------------------------------------------------------------------------
 
   // Samples `n` responses to each prompt with the generation service, in calls of at most 64 prompts.
-  absl::StatusOr<std::vector<std::vector<Sample>>> Generate(const std::vector<std::string>& prompts, int32_t n,
+  // A chat prompt goes as its messages, rendered by the generation service with the policy's chat template.
+  absl::StatusOr<std::vector<std::vector<Sample>>> Generate(const std::vector<data::PromptRecord>& prompts, int32_t n,
                                                             const v1::SamplingParams& sampling, uint64_t seed) {
     std::vector<std::vector<Sample>> out;
     constexpr size_t kPerCall = 64;
@@ -355,7 +354,16 @@ class Driver {
       RETURN_IF_ERROR(CheckCancelled());
       v1::GenerateRequest request;
       for (size_t i = start; i < std::min(prompts.size(), start + kPerCall); ++i) {
-        request.add_prompts()->set_text(prompts[i]);
+        v1::TextOrTokens* prompt = request.add_prompts();
+        if (prompts[i].messages.empty()) {
+          prompt->set_text(prompts[i].prompt);
+        } else {
+          for (const data::ChatTurn& turn : prompts[i].messages) {
+            v1::ChatMessage* m = prompt->mutable_messages()->add_messages();
+            m->set_role(turn.role);
+            m->set_content(turn.content);
+          }
+        }
       }
       request.set_num_samples(n);
       *request.mutable_sampling() = sampling;
@@ -676,12 +684,12 @@ class Driver {
   }
 
   // Samples one response per held-out prompt from the generation service's current policy.
-  static std::string SamplesJsonl(const std::vector<std::string>& prompts,
+  static std::string SamplesJsonl(const std::vector<data::PromptRecord>& prompts,
                                   const std::vector<std::vector<Sample>>& samples) {
     std::string lines;
     for (size_t i = 0; i < samples.size(); ++i) {
       for (const Sample& s : samples[i]) {
-        Json j = {{"prompt", prompts[i]}, {"text", s.text}, {"ids", s.ids}, {"prompt_ids", s.prompt_ids},
+        Json j = {{"prompt", prompts[i].prompt}, {"text", s.text}, {"ids", s.ids}, {"prompt_ids", s.prompt_ids},
                   {"logprobs", s.logprobs}, {"stopped", s.stopped}};
         absl::StrAppend(&lines, j.dump(), "\n");
       }
@@ -779,7 +787,7 @@ class Driver {
   // The round's samples to be judged: generated once and kept in comparisons/round-<n>.samples.jsonl, so a resumed
   // run asks its labeler about exactly the responses it asked about before (people may have answered some).
   absl::StatusOr<std::vector<std::vector<Sample>>> ComparisonSamples(int32_t round,
-                                                                    const std::vector<std::string>& prompts) {
+                                                                    const std::vector<data::PromptRecord>& prompts) {
     const int32_t k = cfg_.comparisons().responses_per_prompt();
     const std::string path = Path(absl::StrCat("comparisons/round-", round, ".samples.jsonl"));
     std::vector<std::vector<Sample>> samples;
@@ -796,7 +804,7 @@ class Driver {
     }
     constexpr size_t kBatch = 256;
     for (size_t start = 0; start < prompts.size(); start += kBatch) {
-      const std::vector<std::string> part(prompts.begin() + start,
+      const std::vector<data::PromptRecord> part(prompts.begin() + start,
                                           prompts.begin() + std::min(prompts.size(), start + kBatch));
       ASSIGN_OR_RETURN(auto generated, Generate(part, k, cfg_.comparisons().sampling(),
                                                 cfg_.seed() * 31 + round * 7919 + start));
@@ -818,14 +826,15 @@ class Driver {
     }
     ASSIGN_OR_RETURN(std::unique_ptr<labeling::Labeler> labeler, MakeLabeler(round));
     const int32_t n = cfg_.comparisons().num_prompts();
-    std::vector<std::string> prompts;
+    std::vector<data::PromptRecord> prompts;
     const size_t offset = static_cast<size_t>(round - 1) * n;
     for (int32_t i = 0; i < n; ++i) prompts.push_back(comparison_prompts_[(offset + i) % comparison_prompts_.size()]);
     ASSIGN_OR_RETURN(auto samples, ComparisonSamples(round, prompts));
     std::vector<labeling::RankingTask> tasks;
     for (size_t i = 0; i < prompts.size(); ++i) {
       labeling::RankingTask t;
-      t.prompt = prompts[i];
+      t.prompt = prompts[i].prompt;
+      for (const data::ChatTurn& turn : prompts[i].messages) t.messages.emplace_back(turn.role, turn.content);
       for (const Sample& s : samples[i]) t.responses.push_back(s.text);
       tasks.push_back(std::move(t));
     }
@@ -859,10 +868,19 @@ class Driver {
         c->mutable_chosen()->mutable_token_ids()->mutable_ids()->Add(w.begin(), w.end());
         c->mutable_rejected()->mutable_token_ids()->mutable_ids()->Add(l.begin(), l.end());
         c->set_labeler_id(judgements[i]->labeler_id);
-        Json line = {{"prompt", prompts[i]},
-                     {"chosen", samples[i][p.preferred].text},
-                     {"rejected", samples[i][p.other].text},
-                     {"labeler", judgements[i]->labeler_id}};
+        // The pairwise form of a comparisons file (data/records.h), which a later run can train on.
+        Json line = Json::object();
+        if (prompts[i].messages.empty()) {
+          line["prompt"] = prompts[i].prompt;
+        } else {
+          line["messages"] = Json::array();
+          for (const data::ChatTurn& turn : prompts[i].messages) {
+            line["messages"].push_back({{"role", turn.role}, {"content", turn.content}});
+          }
+        }
+        line["chosen"] = samples[i][p.preferred].text;
+        line["rejected"] = samples[i][p.other].text;
+        line["labeler"] = judgements[i]->labeler_id;
         absl::StrAppend(&readable, line.dump(), "\n");
         ++pairs;
       }
@@ -933,7 +951,7 @@ class Driver {
          {}, r.ppo_iteration > 0 ? absl::StrCat("resuming PPO after iteration ", r.ppo_iteration) : "PPO");
     for (int64_t it = r.ppo_iteration + 1; it <= iterations; ++it) {
       RETURN_IF_ERROR(CheckCancelled());
-      std::vector<std::string> prompts;
+      std::vector<data::PromptRecord> prompts;
       const size_t offset = (static_cast<size_t>(round - 1) * iterations + static_cast<size_t>(it - 1)) * per;
       for (int32_t i = 0; i < per; ++i) prompts.push_back(ppo_prompts_[(offset + i) % ppo_prompts_.size()]);
       ASSIGN_OR_RETURN(auto samples, Generate(prompts, 1, cfg_.ppo().sampling(),
@@ -977,7 +995,7 @@ class Driver {
       if (files_.builtin_task) {
         double true_score = 0;
         for (size_t i = 0; i < rows.size(); ++i) {
-          auto score = task::TrueScore(prompts[i], rows[i]->text, task::ResponseForm::kGeneratedText);
+          auto score = task::TrueScore(prompts[i].prompt, rows[i]->text, task::ResponseForm::kGeneratedText);
           if (score.ok()) true_score += *score;
         }
         metrics["ppo/true_score"] = true_score / static_cast<double>(rows.size());
@@ -1035,8 +1053,10 @@ class Driver {
     std::vector<task::EvalSample> samples;
     if (files_.builtin_task) {
       for (size_t i = 0; i < n; ++i) {
-        ASSIGN_OR_RETURN(int32_t a, task::TrueScore(eval_prompts_[i], sft[i].text, task::ResponseForm::kGeneratedText));
-        ASSIGN_OR_RETURN(int32_t b, task::TrueScore(eval_prompts_[i], ppo[i].text, task::ResponseForm::kGeneratedText));
+        ASSIGN_OR_RETURN(int32_t a,
+                         task::TrueScore(eval_prompts_[i].prompt, sft[i].text, task::ResponseForm::kGeneratedText));
+        ASSIGN_OR_RETURN(int32_t b,
+                         task::TrueScore(eval_prompts_[i].prompt, ppo[i].text, task::ResponseForm::kGeneratedText));
         sft_scores.push_back(a);
         ppo_scores.push_back(b);
       }
@@ -1050,7 +1070,7 @@ class Driver {
       ppo_scores.assign(sb.begin(), sb.end());
     }
     for (size_t i = 0; i < n; ++i) {
-      samples.push_back({eval_prompts_[i], sft[i].text, sft_scores[i], ppo[i].text, ppo_scores[i]});
+      samples.push_back({eval_prompts_[i].prompt, sft[i].text, sft_scores[i], ppo[i].text, ppo_scores[i]});
     }
     task::WinRateOptions wo;
     wo.confidence_level = cfg_.evaluation().confidence_level();
@@ -1059,7 +1079,13 @@ class Driver {
     if (cfg_.labeler().has_simulated() && cfg_.labeler().simulated().noise_rate() > 0) {
       ASSIGN_OR_RETURN(std::unique_ptr<labeling::Labeler> labeler, MakeLabeler(1000));
       std::vector<labeling::RankingTask> tasks;
-      for (size_t i = 0; i < n; ++i) tasks.push_back({eval_prompts_[i], {ppo[i].text, sft[i].text}});
+      for (size_t i = 0; i < n; ++i) {
+        labeling::RankingTask t;
+        t.prompt = eval_prompts_[i].prompt;
+        t.responses = {ppo[i].text, sft[i].text};
+        for (const data::ChatTurn& turn : eval_prompts_[i].messages) t.messages.emplace_back(turn.role, turn.content);
+        tasks.push_back(std::move(t));
+      }
       ASSIGN_OR_RETURN(auto judgements, labeler->Judge(tasks, {}));
       std::vector<double> a, b;
       for (const auto& j : judgements) {
@@ -1131,7 +1157,7 @@ class Driver {
   Progress progress_;
   RunFiles files_;
   std::unique_ptr<data::JsonlAppender> metrics_;
-  std::vector<std::string> comparison_prompts_, ppo_prompts_, eval_prompts_;
+  std::vector<data::PromptRecord> comparison_prompts_, ppo_prompts_, eval_prompts_;
   std::unique_ptr<v1::PolicyGenerationService::Stub> generation_;
   std::unique_ptr<v1::ReferenceLogprobService::Stub> reference_;
   std::unique_ptr<v1::RewardScoringService::Stub> reward_;

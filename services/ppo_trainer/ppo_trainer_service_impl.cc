@@ -7,6 +7,7 @@
 #include "common/runtime/queued_writer.h"
 #include "common/runtime/status_util.h"
 #include "common/serving/model_info.h"
+#include "common/serving/prompt_codec.h"
 #include "common/serving/weights_transfer.h"
 #include "common/util/status_macros.h"
 #include "google/protobuf/util/time_util.h"
@@ -22,12 +23,16 @@ TextOrIds FromProto(const v1::TextOrTokens& value) {
   out.is_text = value.content_case() != v1::TextOrTokens::kTokenIds;
   out.text = value.text();
   out.ids.assign(value.token_ids().ids().begin(), value.token_ids().ids().end());
+  for (const v1::ChatMessage& m : value.messages().messages()) out.messages.push_back({m.role(), m.content()});
   return out;
 }
 
 absl::Status CheckTextOrTokens(const v1::TextOrTokens& value, const std::string& field) {
   if (value.content_case() == v1::TextOrTokens::CONTENT_NOT_SET) {
-    return absl::InvalidArgumentError(field + " has neither text nor token_ids");
+    return absl::InvalidArgumentError(field + " has neither text, token_ids nor messages");
+  }
+  if (value.content_case() == v1::TextOrTokens::kMessages) {
+    return serving::ChatMessagesFromProto(value.messages(), field).status();
   }
   return absl::OkStatus();
 }

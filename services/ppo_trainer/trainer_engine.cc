@@ -40,6 +40,13 @@ int64_t DirectoryBytes(const std::string& dir) {
   return total;
 }
 
+// A data file's prompt: its text, or for a chat prompt its messages.
+TextOrIds PromptOf(const std::string& prompt, const std::vector<data::ChatTurn>& messages) {
+  TextOrIds out{true, prompt, {}, {}};
+  for (const data::ChatTurn& turn : messages) out.messages.push_back({turn.role, turn.content});
+  return out;
+}
+
 data::ReadOptions ReadOptionsFor(BadRecords policy, std::function<absl::Status()> keep_going) {
   data::ReadOptions o;
   o.policy = policy == BadRecords::kSkip ? data::BadRecordPolicy::kSkip : data::BadRecordPolicy::kFail;
@@ -53,6 +60,9 @@ struct TrainerEngine::State {
   std::shared_ptr<model::CausalLm> policy;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;
   std::string tokenizer_dir;  // where the tokenizer files are, copied into every checkpoint
+  // The chat template of the tokenizer's folder, or why there is none (chat prompts are refused with it).
+  std::unique_ptr<tokenizer::ChatTemplate> chat_template;
+  absl::Status chat_template_status = absl::NotFoundError("the policy has no tokenizer");
   std::string policy_source;
   absl::Time policy_loaded_at;
   int64_t policy_version = 0;
@@ -105,14 +115,22 @@ absl::Status TrainerEngine::LoadPolicy(const std::string& dir) {
   ASSIGN_OR_RETURN(std::unique_ptr<model::CausalLm> loaded, model::LoadModel(dir, mo));
   auto tok = tokenizer::LoadTokenizer(dir);
   if (!tok.ok() && !absl::IsNotFound(tok.status())) return tok.status();
+  absl::StatusOr<std::unique_ptr<tokenizer::ChatTemplate>> chat_template =
+      absl::NotFoundError("the policy has no tokenizer");
+  if (tok.ok()) chat_template = tokenizer::ChatTemplate::Load(dir);
   std::lock_guard<std::mutex> lock(mu_);
   if (tok.ok()) {
     state_->tokenizer = *std::move(tok);
     state_->tokenizer_dir = dir;
+    state_->chat_template.reset();
+    state_->chat_template_status = chat_template.status();
+    if (chat_template.ok()) state_->chat_template = *std::move(chat_template);
   } else if (state_->tokenizer && state_->policy &&
              state_->tokenizer->VocabSize() != loaded->config().vocab_size) {
     state_->tokenizer.reset();
     state_->tokenizer_dir.clear();
+    state_->chat_template.reset();
+    state_->chat_template_status = absl::NotFoundError("the policy has no tokenizer");
   }
   state_->policy = std::move(loaded);
   state_->policy_source = dir;
@@ -122,7 +140,30 @@ absl::Status TrainerEngine::LoadPolicy(const std::string& dir) {
   return absl::OkStatus();
 }
 
+namespace {
+
+v1::TextOrTokens ChatProto(const std::vector<tokenizer::ChatMessage>& messages) {
+  v1::TextOrTokens out;
+  for (const tokenizer::ChatMessage& m : messages) {
+    v1::ChatMessage* message = out.mutable_messages()->add_messages();
+    message->set_role(m.role);
+    message->set_content(m.content);
+  }
+  return out;
+}
+
+}  // namespace
+
+serving::PromptCodec TrainerEngine::ChatCodec() const {
+  serving::PromptCodec codec;
+  codec.tokenizer = state_->tokenizer.get();
+  codec.chat_template = state_->chat_template.get();
+  if (!codec.chat_template) codec.chat_template_status = state_->chat_template_status;
+  return codec;
+}
+
 absl::StatusOr<std::vector<int64_t>> TrainerEngine::EncodePrompt(const TextOrIds& value, const std::string& field) const {
+  if (!value.messages.empty()) return serving::EncodePrompt(ChatCodec(), ChatProto(value.messages), field);
   if (!value.is_text) {
     if (value.ids.empty()) return absl::InvalidArgumentError(field + ".token_ids is empty");
     return value.ids;
@@ -135,9 +176,18 @@ absl::StatusOr<std::vector<int64_t>> TrainerEngine::EncodePrompt(const TextOrIds
   return std::vector<int64_t>(ids.begin(), ids.end());
 }
 
-absl::StatusOr<std::vector<int64_t>> TrainerEngine::EncodeResponse(const TextOrIds& value,
+absl::StatusOr<std::vector<int64_t>> TrainerEngine::EncodeResponse(const TextOrIds& prompt, const TextOrIds& value,
                                                                    const std::string& field) const {
+  if (!value.messages.empty()) {
+    return absl::InvalidArgumentError(field + ".messages: a response is text or token_ids (the conversation goes in "
+                                      "the prompt)");
+  }
   if (!value.is_text) return value.ids;
+  if (!prompt.messages.empty()) {
+    v1::TextOrTokens response;
+    response.set_text(value.text);
+    return serving::EncodeResponse(ChatCodec(), ChatProto(prompt.messages), response, std::nullopt, field);
+  }
   if (!state_->tokenizer) {
     return absl::InvalidArgumentError(field + ".text: the policy has no tokenizer; send token ids");
   }
@@ -211,7 +261,7 @@ absl::StatusOr<StageSummary> TrainerEngine::TrainSft(const SftJob& request, cons
   auto encode = [&](const TextOrIds& p, const TextOrIds& r, const std::string& field) -> absl::StatusOr<training::PromptResponse> {
     training::PromptResponse out;
     ASSIGN_OR_RETURN(out.prompt, EncodePrompt(p, field + ".prompt"));
-    ASSIGN_OR_RETURN(out.response, EncodeResponse(r, field + ".response"));
+    ASSIGN_OR_RETURN(out.response, EncodeResponse(p, r, field + ".response"));
     return out;
   };
   if (!records.empty()) {
@@ -220,13 +270,14 @@ absl::StatusOr<StageSummary> TrainerEngine::TrainSft(const SftJob& request, cons
                                          job.options.seed));
     for (size_t i = 0; i < split.train.size(); ++i) {
       ASSIGN_OR_RETURN(training::PromptResponse e,
-                       encode({true, split.train[i].prompt, {}}, {true, split.train[i].response, {}},
-                              absl::StrCat(job.data_path, " record ", i)));
+                       encode(PromptOf(split.train[i].prompt, split.train[i].messages),
+                              {true, split.train[i].response, {}, {}}, absl::StrCat(job.data_path, " record ", i)));
       train.push_back(std::move(e));
     }
     for (size_t i = 0; i < split.validation.size(); ++i) {
       ASSIGN_OR_RETURN(training::PromptResponse e,
-                       encode({true, split.validation[i].prompt, {}}, {true, split.validation[i].response, {}},
+                       encode(PromptOf(split.validation[i].prompt, split.validation[i].messages),
+                              {true, split.validation[i].response, {}, {}},
                               absl::StrCat(job.data_path, " validation record ", i)));
       validation.push_back(std::move(e));
     }
@@ -249,7 +300,8 @@ absl::StatusOr<StageSummary> TrainerEngine::TrainSft(const SftJob& request, cons
     summary.records_skipped += static_cast<int64_t>(read.num_bad_records);
     for (size_t i = 0; i < read.records.size(); ++i) {
       ASSIGN_OR_RETURN(training::PromptResponse e,
-                       encode({true, read.records[i].prompt, {}}, {true, read.records[i].response, {}},
+                       encode(PromptOf(read.records[i].prompt, read.records[i].messages),
+                              {true, read.records[i].response, {}, {}},
                               absl::StrCat(job.validation_path, " record ", i)));
       validation.push_back(std::move(e));
     }
@@ -351,10 +403,11 @@ absl::StatusOr<StageSummary> TrainerEngine::TrainRewardModel(const RewardJob& re
   std::vector<Pending> pending;
   for (size_t i = 0; i < records.size(); ++i) {
     Pending p;
-    ASSIGN_OR_RETURN(p.prompt, EncodePrompt({true, records[i].prompt, {}}, absl::StrCat(job.comparisons_path, " record ", i)));
+    const TextOrIds prompt = PromptOf(records[i].prompt, records[i].messages);
+    ASSIGN_OR_RETURN(p.prompt, EncodePrompt(prompt, absl::StrCat(job.comparisons_path, " record ", i)));
     p.prompt_key = records[i].prompt;
     for (const data::RankedResponse& r : records[i].responses) {
-      ASSIGN_OR_RETURN(std::vector<int64_t> ids, EncodeResponse({true, r.text, {}}, "response"));
+      ASSIGN_OR_RETURN(std::vector<int64_t> ids, EncodeResponse(prompt, {true, r.text, {}, {}}, "response"));
       p.responses.push_back(std::move(ids));
       p.ranks.push_back(r.rank);
     }
@@ -366,14 +419,18 @@ absl::StatusOr<StageSummary> TrainerEngine::TrainRewardModel(const RewardJob& re
     if (c.responses.size() < 2) return absl::InvalidArgumentError(field + " has fewer than 2 responses");
     Pending p;
     ASSIGN_OR_RETURN(p.prompt, EncodePrompt(c.prompt, field + ".prompt"));
-    p.prompt_key = c.prompt.is_text ? c.prompt.text : absl::StrCat("ids:", absl::StrJoin(c.prompt.ids, ","));
+    p.prompt_key = !c.prompt.messages.empty() ? absl::StrCat("chat:", c.prompt.messages.size(), ":",
+                                                             ChatProto(c.prompt.messages).SerializeAsString())
+                   : c.prompt.is_text ? c.prompt.text
+                                      : absl::StrCat("ids:", absl::StrJoin(c.prompt.ids, ","));
     bool any_pair = false;
     for (size_t j = 0; j < c.responses.size(); ++j) {
       if (c.responses[j].rank < 1) {
         return absl::InvalidArgumentError(absl::StrCat(field, ".ranked[", j, "].rank must be >= 1"));
       }
       ASSIGN_OR_RETURN(std::vector<int64_t> ids,
-                       EncodeResponse(c.responses[j].response, absl::StrCat(field, ".ranked[", j, "].response")));
+                       EncodeResponse(c.prompt, c.responses[j].response,
+                                      absl::StrCat(field, ".ranked[", j, "].response")));
       p.responses.push_back(std::move(ids));
       p.ranks.push_back(c.responses[j].rank);
       any_pair = any_pair || c.responses[j].rank != c.responses[0].rank;
@@ -430,8 +487,9 @@ absl::StatusOr<StageSummary> TrainerEngine::TrainRewardModel(const RewardJob& re
     std::vector<training::PromptResponse> sequences;
     for (size_t i = 0; i < demos.records.size(); ++i) {
       training::PromptResponse e;
-      ASSIGN_OR_RETURN(e.prompt, EncodePrompt({true, demos.records[i].prompt, {}}, "demonstration"));
-      ASSIGN_OR_RETURN(e.response, EncodeResponse({true, demos.records[i].response, {}}, "demonstration"));
+      const TextOrIds prompt = PromptOf(demos.records[i].prompt, demos.records[i].messages);
+      ASSIGN_OR_RETURN(e.prompt, EncodePrompt(prompt, "demonstration"));
+      ASSIGN_OR_RETURN(e.response, EncodeResponse(prompt, {true, demos.records[i].response, {}, {}}, "demonstration"));
       if (static_cast<int64_t>(e.prompt.size() + e.response.size()) <= rm->config().max_position_embeddings) {
         sequences.push_back(std::move(e));
       }

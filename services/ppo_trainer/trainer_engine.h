@@ -20,6 +20,8 @@
 #include "common/model/causal_lm.h"
 #include "common/model/model_config.h"
 #include "common/model/sampler.h"
+#include "common/serving/prompt_codec.h"
+#include "common/tokenizer/chat_template.h"
 #include "common/tokenizer/tokenizer.h"
 #include "common/training/events.h"
 #include "common/training/ppo_learner.h"
@@ -53,6 +55,9 @@ struct TextOrIds {
   bool is_text = true;
   std::string text;
   std::vector<int64_t> ids;
+  // Non-empty: a chat prompt, rendered with the policy's chat template (text and ids are then unused). A text
+  // response to it is the assistant turn the template would contain, its end-of-turn token included.
+  std::vector<tokenizer::ChatMessage> messages;
 };
 
 enum class BadRecords { kFail, kSkip };
@@ -201,7 +206,11 @@ class TrainerEngine {
   struct State;
   absl::Status LoadPolicy(const std::string& dir);
   absl::StatusOr<std::vector<int64_t>> EncodePrompt(const TextOrIds& value, const std::string& field) const;
-  absl::StatusOr<std::vector<int64_t>> EncodeResponse(const TextOrIds& value, const std::string& field) const;
+  // The policy's tokenizer and chat template, as the model services encode chat prompts.
+  serving::PromptCodec ChatCodec() const;
+  // `value` answering `prompt` (a chat prompt's text reply is its assistant turn).
+  absl::StatusOr<std::vector<int64_t>> EncodeResponse(const TextOrIds& prompt, const TextOrIds& value,
+                                                      const std::string& field) const;
   absl::Status SaveModelDir(const model::CausalLm& model, const std::string& dir,
                             const std::map<std::string, std::string>& metadata) const;
   void Release();

@@ -64,6 +64,24 @@ TEST(RunConfig, ValidationNamesTheField) {
               HasSubstr("config.task.sft_data_path"));
 }
 
+// PPO has one sampling temperature: the trainer's recompute takes the rollouts', and a config that sets another is
+// refused rather than silently training on wrong ratios.
+TEST(RunConfig, PpoHasOneSamplingTemperature) {
+  v1::RunConfig c;
+  c.mutable_task()->set_builtin_task("instructions");
+  c.mutable_ppo()->mutable_sampling()->set_temperature(0.7f);
+  c = WithServices(WithDefaults(c));
+  EXPECT_FLOAT_EQ(c.ppo().hparams().sampling_temperature(), 0.7f);
+  EXPECT_TRUE(ValidateRunConfig(c).ok());
+  v1::RunConfig other;
+  other.mutable_task()->set_builtin_task("instructions");
+  other.mutable_ppo()->mutable_hparams()->set_sampling_temperature(0.7f);  // rollouts at the default 1.0
+  const absl::Status status = ValidateRunConfig(WithServices(WithDefaults(other)));
+  EXPECT_TRUE(absl::IsInvalidArgument(status)) << status;
+  EXPECT_THAT(std::string(status.message()), HasSubstr("config.ppo.hparams.sampling_temperature"));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("differs from ppo.sampling.temperature"));
+}
+
 TEST(RunConfig, AHumanQueueNeedsTheLabelingServiceAndSensibleCounts) {
   v1::RunConfig c = WithServices(DefaultRunConfig());
   c.mutable_labeler()->mutable_human_queue()->set_min_completed(10);
