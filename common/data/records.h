@@ -38,7 +38,7 @@ struct SftExample {
   std::string prompt;    // UTF-8, non-empty; ChatPromptText(messages) for a chat prompt
   std::string response;  // UTF-8, non-empty (a demonstration of nothing teaches nothing)
   // Non-empty for a chat prompt: the conversation the response answers (as the assistant's next turn).
-  std::vector<ChatTurn> messages;
+  std::vector<ChatTurn> messages = {};
 };
 
 // One of the K responses a labeler ranked for a prompt.
@@ -59,13 +59,13 @@ struct RankedResponse {
 struct Comparison {
   std::string prompt;  // ChatPromptText(messages) for a chat prompt
   std::vector<RankedResponse> responses;
-  std::vector<ChatTurn> messages;  // non-empty for a chat prompt; responses are the assistant's next turn
+  std::vector<ChatTurn> messages = {};  // non-empty for a chat prompt; responses are the assistant's next turn
 };
 
 // A prompt for PPO rollouts.
 struct PromptRecord {
   std::string prompt;  // UTF-8, non-empty; ChatPromptText(messages) for a chat prompt
-  std::vector<ChatTurn> messages;  // non-empty for a chat prompt
+  std::vector<ChatTurn> messages = {};  // non-empty for a chat prompt
 };
 
 // A document of the pretraining mix (PPO-ptx).

@@ -22,7 +22,7 @@ struct RankingTask {
   std::vector<std::string> responses;
   // A chat prompt's messages as (role, content), empty otherwise: labelers that call a model (the judge) send the
   // conversation, to be rendered with that model's chat template.
-  std::vector<std::pair<std::string, std::string>> messages;
+  std::vector<std::pair<std::string, std::string>> messages = {};
 };
 
 // "responses[preferred] is better than responses[other]".

@@ -57,7 +57,7 @@ struct TextOrIds {
   std::vector<int64_t> ids;
   // Non-empty: a chat prompt, rendered with the policy's chat template (text and ids are then unused). A text
   // response to it is the assistant turn the template would contain, its end-of-turn token included.
-  std::vector<tokenizer::ChatMessage> messages;
+  std::vector<tokenizer::ChatMessage> messages = {};
 };
 
 enum class BadRecords { kFail, kSkip };

@@ -138,7 +138,7 @@ TEST(RemoveTempFiles, RemovesWhatKilledWritersLeftAndNothingElse) {
   const std::string dir = TempDir();
   ASSERT_TRUE(MakeDirectories(dir + "/checkpoints/.tmp-round-1-iter-2-4242/policy").ok());
   ASSERT_TRUE(MakeDirectories(dir + "/checkpoints/round-1-iter-1").ok());
-  for (const std::string& name : {"run.json", "run.json.tmp.4242.7", "checkpoints/round-1-iter-1/model.safetensors",
+  for (const std::string name : {"run.json", "run.json.tmp.4242.7", "checkpoints/round-1-iter-1/model.safetensors",
                                   "checkpoints/round-1-iter-1/model.safetensors.tmp.17.0",
                                   "checkpoints/.tmp-round-1-iter-2-4242/policy/config.json", "notes.tmp",
                                   "a.tmp.1", ".tmp-x", "x.tmp.1.y"}) {

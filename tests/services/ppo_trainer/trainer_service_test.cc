@@ -135,6 +135,7 @@ class TrainerServiceTest : public ::testing::Test {
     dir_ = testing::MakeTempDir("trainer");
     testing::TinyModelOptions options;
     options.n_positions = 64;
+    options.model_type = ModelType();
     ASSERT_TRUE(testing::WriteTinyModel(dir_ + "/init", options).ok());
     server_ = TrainerServer::Start(dir_ + "/init", dir_ + "/checkpoints");
     ASSERT_NE(server_, nullptr);
@@ -155,8 +156,20 @@ class TrainerServiceTest : public ::testing::Test {
     if (server_ && server_->service) server_->Stop();
   }
 
+  // The family of the tiny policy (byte tokenizer).
+  virtual std::string ModelType() const { return "gpt2"; }
+
+  // Reward model, PPO steps, weight export, and a checkpoint that resumes bit for bit in a new server.
+  void RewardModelThenPpoStepsExportAndResumeExactly();
+
   std::string dir_;
   std::unique_ptr<TrainerServer> server_;
+};
+
+// The same on a Qwen3-family policy (RMSNorm, RoPE, q/k norm, SiLU-gated MLP).
+class QwenTrainerServiceTest : public TrainerServiceTest {
+ protected:
+  std::string ModelType() const override { return "qwen3"; }
 };
 
 TEST_F(TrainerServiceTest, TrainSftStreamsProgressLowersValidationLossAndBumpsThePolicyVersion) {
@@ -268,6 +281,14 @@ TEST_F(TrainerServiceTest, RejectsBadRequestsNamingTheField) {
 }
 
 TEST_F(TrainerServiceTest, RewardModelThenPpoStepsExportAndResumeExactlyFromACheckpoint) {
+  RewardModelThenPpoStepsExportAndResumeExactly();
+}
+
+TEST_F(QwenTrainerServiceTest, RewardModelThenPpoStepsExportAndResumeExactlyFromACheckpoint) {
+  RewardModelThenPpoStepsExportAndResumeExactly();
+}
+
+void TrainerServiceTest::RewardModelThenPpoStepsExportAndResumeExactly() {
   v1::TrainRewardModelRequest rm;
   rm.set_comparisons_path(dir_ + "/comparisons.jsonl");
   rm.mutable_hparams()->set_epochs(8);
