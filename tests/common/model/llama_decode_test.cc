@@ -294,6 +294,39 @@ TEST(LlamaFastDecode, KvCachedSamplingEqualsRecomputationAsRowsFinish) {
   }
 }
 
+// Grouped-query models: a row sampled in a batch (fast steps on every row at once, rows leaving at EOS) gets the
+// same tokens as the row sampled alone with its row seed, with every kernel.
+TEST(LlamaFastDecode, RowSampledInABatchEqualsTheRowSampledAloneWithEveryKernel) {
+  for (const RandomCase& c : RandomCases()) {
+    if (c.config.num_key_value_heads == c.config.num_attention_heads) continue;  // not grouped-query
+    for (const auto& [kernel, options] : DecodeKernels()) {
+      auto model = RandomModel(c.config, options);
+      ASSERT_NE(model, nullptr);
+      auto sampler = Sampler::Create(model.get());
+      ASSERT_TRUE(sampler.ok()) << sampler.status();
+      SamplingOptions sampling;
+      sampling.max_new_tokens = 10;
+      sampling.seed = 17;
+      sampling.temperature = 0.9;
+      sampling.eos_token_ids = {1, 2};
+      const auto prompts = Prompts(7, c.config.vocab_size, 3);
+      auto batch = (*sampler)->Generate(prompts, sampling);
+      ASSERT_TRUE(batch.ok()) << batch.status();
+      for (size_t i = 0; i < prompts.size(); ++i) {
+        SamplingOptions alone = sampling;
+        alone.row_seeds = {RowSeed(sampling.seed, static_cast<int64_t>(i))};
+        auto single = (*sampler)->Generate({prompts[i]}, alone);
+        ASSERT_TRUE(single.ok()) << single.status();
+        EXPECT_EQ((*single)[0].tokens, (*batch)[i].tokens) << c.name << " " << kernel << " row " << i;
+        ASSERT_EQ((*single)[0].logprobs.size(), (*batch)[i].logprobs.size());
+        for (size_t j = 0; j < (*batch)[i].logprobs.size(); ++j) {
+          EXPECT_NEAR((*single)[0].logprobs[j], (*batch)[i].logprobs[j], 1e-4) << c.name << " " << kernel;
+        }
+      }
+    }
+  }
+}
+
 // Scoring without gradients (the kernel path where chosen) equals the forward that records gradients.
 TEST(LlamaFastDecode, InferenceForwardMatchesTheGenericPath) {
   for (const RandomCase& c : RandomCases()) {
