@@ -72,10 +72,12 @@ function(rlhf_cc_test)
   if(NOT ARG_TIMEOUT)
     set(ARG_TIMEOUT 300)
   endif()
-  set(properties TIMEOUT ${ARG_TIMEOUT}
-      ENVIRONMENT "RLHF_SOURCE_DIR=${PROJECT_SOURCE_DIR};RLHF_DATA_DIR=${RLHF_DATA_DIR}")
+  set(properties TIMEOUT ${ARG_TIMEOUT})
   if(ARG_LABELS)
     list(APPEND properties LABELS "${ARG_LABELS}")
   endif()
+  # Last: gtest_discover_tests splits this two-item value into separate arguments, which would shift any property
+  # after it (LABELS was lost that way).
+  list(APPEND properties ENVIRONMENT "RLHF_SOURCE_DIR=${PROJECT_SOURCE_DIR};RLHF_DATA_DIR=${RLHF_DATA_DIR}")
   gtest_discover_tests(${ARG_NAME} DISCOVERY_TIMEOUT 60 PROPERTIES ${properties})
 endfunction()

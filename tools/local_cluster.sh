@@ -75,12 +75,13 @@ service_flags() {
   local name="$1"
   case "$name" in
     policy-generation|reference-logprob)
-      echo "--model=$state/models/policy" "--path_roots=$state/runs" "--intra_op_threads=$threads" ;;
+      echo "--model=$state/models/policy" "--path_roots=$state/runs,$state/models" "--intra_op_threads=$threads" ;;
     reward-scoring)
       echo "--model=$state/models/reward" "--watch=$state/models/reward-checkpoints" --allow_reload \
-        "--path_roots=$state/runs" "--intra_op_threads=$threads" ;;
+        "--path_roots=$state/runs,$state/models" "--intra_op_threads=$threads" ;;
     ppo-trainer)
-      echo "--checkpoint_root=$state/checkpoints" "--intra_op_threads=$threads" ;;
+      echo "--checkpoint_root=$state/checkpoints" "--path_roots=$state/runs,$state/checkpoints,$state/models" \
+        "--intra_op_threads=$threads" ;;
     labeling)
       echo "--state_dir=$state/labeling" ;;
     orchestrator)

@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 #include "common/data/line_reader.h"
+#include "common/util/json_errors.h"
 #include "common/util/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -115,13 +116,59 @@ absl::StatusOr<int> RankField(const json& object, const std::string& where) {
   return absl::InvalidArgumentError(absl::StrCat(field, " must be a positive integer, got ", Quote(*it)));
 }
 
+// The prompt of a record: "prompt" (a string) or "messages" (a non-empty array of {"role", "content"} strings),
+// exactly one of them. For messages, `prompt` becomes their one-text form (ChatPromptText).
+absl::Status PromptField(const json& object, std::string* prompt, std::vector<ChatTurn>* messages) {
+  const bool has_prompt = object.contains("prompt");
+  const auto it = object.find("messages");
+  if (it == object.end()) {
+    ASSIGN_OR_RETURN(*prompt, StringField(object, "prompt"));
+    return absl::OkStatus();
+  }
+  if (has_prompt) {
+    return absl::InvalidArgumentError("has both \"prompt\" and \"messages\": give the prompt as one of them");
+  }
+  if (!it->is_array()) {
+    return absl::InvalidArgumentError(absl::StrCat("field \"messages\" must be an array, got ", it->type_name()));
+  }
+  if (it->empty()) return absl::InvalidArgumentError("field \"messages\" is empty");
+  messages->clear();
+  for (size_t i = 0; i < it->size(); ++i) {
+    const std::string where = absl::StrCat("messages[", i, "]");
+    const json& element = (*it)[i];
+    if (!element.is_object()) {
+      return absl::InvalidArgumentError(absl::StrCat(where, " must be an object, got ", element.type_name()));
+    }
+    ChatTurn turn;
+    ASSIGN_OR_RETURN(turn.role, StringField(element, "role", where));
+    ASSIGN_OR_RETURN(turn.content, StringField(element, "content", where));
+    messages->push_back(std::move(turn));
+  }
+  *prompt = ChatPromptText(*messages);
+  return absl::OkStatus();
+}
+
 // ---- Records from JSON objects -------------------------------------------------------------------------------------
 
 struct SftParser {
   absl::StatusOr<SftExample> operator()(const json& object) const {
     SftExample example;
-    ASSIGN_OR_RETURN(example.prompt, StringField(object, "prompt"));
-    ASSIGN_OR_RETURN(example.response, StringField(object, "response"));
+    RETURN_IF_ERROR(PromptField(object, &example.prompt, &example.messages));
+    if (!example.messages.empty() && !object.contains("response")) {
+      // The demonstration is the conversation's last message, the assistant's.
+      if (example.messages.back().role != "assistant") {
+        return absl::InvalidArgumentError(
+            "missing \"response\", and the last of \"messages\" is not the assistant's to take as the response");
+      }
+      if (example.messages.size() < 2) {
+        return absl::InvalidArgumentError("\"messages\" holds only the response: there is no prompt before it");
+      }
+      example.response = std::move(example.messages.back().content);
+      example.messages.pop_back();
+      example.prompt = ChatPromptText(example.messages);
+    } else {
+      ASSIGN_OR_RETURN(example.response, StringField(object, "response"));
+    }
     RETURN_IF_ERROR(ValidateSftExample(example));
     return example;
   }
@@ -142,7 +189,7 @@ struct ComparisonParser {
           "missing \"responses\" (ranked form) or \"chosen\" and \"rejected\" (pairwise form)");
     }
     Comparison comparison;
-    ASSIGN_OR_RETURN(comparison.prompt, StringField(object, "prompt"));
+    RETURN_IF_ERROR(PromptField(object, &comparison.prompt, &comparison.messages));
     if (pairwise) {
       ASSIGN_OR_RETURN(std::string chosen, StringField(object, "chosen"));
       ASSIGN_OR_RETURN(std::string rejected, StringField(object, "rejected"));
@@ -182,7 +229,7 @@ struct ComparisonParser {
 struct PromptParser {
   absl::StatusOr<PromptRecord> operator()(const json& object) const {
     PromptRecord record;
-    ASSIGN_OR_RETURN(record.prompt, StringField(object, "prompt"));
+    RETURN_IF_ERROR(PromptField(object, &record.prompt, &record.messages));
     RETURN_IF_ERROR(ValidatePromptRecord(record));
     return record;
   }
@@ -204,13 +251,8 @@ absl::StatusOr<Record> ParseLine(const std::string& text, const Parser& parser) 
   try {
     object = json::parse(text);
   } catch (const json::exception& e) {
-    // "[json.exception.parse_error.101] parse error at line 1, column 7: ..." -> "parse error at line 1, ..."
-    absl::string_view what = e.what();
-    if (absl::StartsWith(what, "[json.exception.")) {
-      const size_t close = what.find("] ");
-      if (close != absl::string_view::npos) what.remove_prefix(close + 2);
-    }
-    return absl::InvalidArgumentError(absl::StrCat("invalid JSON: ", what));
+    // The parser's text without the bytes it quotes: errors never echo a file's contents.
+    return absl::InvalidArgumentError(absl::StrCat("invalid JSON: ", util::JsonErrorText(e.what())));
   }
   if (!object.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat("expected a JSON object, got ", object.type_name()));

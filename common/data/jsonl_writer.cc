@@ -21,6 +21,17 @@ absl::Status Validate(const Comparison& r) { return ValidateComparison(r, std::n
 absl::Status Validate(const PromptRecord& r) { return ValidatePromptRecord(r); }
 absl::Status Validate(const PretrainingText& r) { return ValidatePretrainingText(r); }
 
+// "prompt", or "messages" for a chat prompt.
+void SetPrompt(const std::string& prompt, const std::vector<ChatTurn>& messages, ordered_json* object) {
+  if (messages.empty()) {
+    (*object)["prompt"] = prompt;
+    return;
+  }
+  ordered_json list = ordered_json::array();
+  for (const ChatTurn& m : messages) list.push_back({{"role", m.role}, {"content", m.content}});
+  (*object)["messages"] = std::move(list);
+}
+
 template <typename Record>
 absl::Status WriteJsonl(const std::string& path, const std::vector<Record>& records) {
   std::string contents;
@@ -37,14 +48,14 @@ absl::Status WriteJsonl(const std::string& path, const std::vector<Record>& reco
 
 std::string ToJsonLine(const SftExample& example) {
   ordered_json object;
-  object["prompt"] = example.prompt;
+  SetPrompt(example.prompt, example.messages, &object);
   object["response"] = example.response;
   return Dump(object);
 }
 
 std::string ToJsonLine(const Comparison& comparison) {
   ordered_json object;
-  object["prompt"] = comparison.prompt;
+  SetPrompt(comparison.prompt, comparison.messages, &object);
   ordered_json responses = ordered_json::array();
   for (const RankedResponse& response : comparison.responses) {
     ordered_json element;
@@ -58,7 +69,7 @@ std::string ToJsonLine(const Comparison& comparison) {
 
 std::string ToJsonLine(const PromptRecord& record) {
   ordered_json object;
-  object["prompt"] = record.prompt;
+  SetPrompt(record.prompt, record.messages, &object);
   return Dump(object);
 }
 

@@ -80,13 +80,38 @@ std::vector<ComparisonPair> ComparisonPairs(const Comparison& comparison) {
   return pairs;
 }
 
+namespace {
+
+// A chat prompt's messages (when there are any): roles given, contents UTF-8, and `prompt` their one-text form.
+absl::Status CheckMessages(const std::vector<ChatTurn>& messages, const std::string& prompt) {
+  for (size_t i = 0; i < messages.size(); ++i) {
+    if (messages[i].role.empty()) return absl::InvalidArgumentError(absl::StrCat("messages[", i, "].role is empty"));
+    if (absl::Status s = CheckUtf8(absl::StrCat("messages[", i, "].role"), messages[i].role); !s.ok()) return s;
+    if (absl::Status s = CheckUtf8(absl::StrCat("messages[", i, "].content"), messages[i].content); !s.ok()) return s;
+  }
+  if (!messages.empty() && prompt != ChatPromptText(messages)) {
+    return absl::InvalidArgumentError("prompt is not the one-text form of messages (ChatPromptText)");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string ChatPromptText(const std::vector<ChatTurn>& messages) {
+  std::string text;
+  for (const ChatTurn& m : messages) absl::StrAppend(&text, text.empty() ? "" : "\n", m.role, ": ", m.content);
+  return text;
+}
+
 absl::Status ValidateSftExample(const SftExample& example) {
   if (absl::Status s = CheckNonEmptyUtf8("prompt", example.prompt); !s.ok()) return s;
+  if (absl::Status s = CheckMessages(example.messages, example.prompt); !s.ok()) return s;
   return CheckNonEmptyUtf8("response", example.response);
 }
 
 absl::Status ValidateComparison(const Comparison& comparison, size_t max_responses) {
   if (absl::Status s = CheckNonEmptyUtf8("prompt", comparison.prompt); !s.ok()) return s;
+  if (absl::Status s = CheckMessages(comparison.messages, comparison.prompt); !s.ok()) return s;
   const auto& responses = comparison.responses;
   if (responses.size() < kMinResponsesPerComparison) {
     return absl::InvalidArgumentError(
@@ -120,7 +145,10 @@ absl::Status ValidateComparison(const Comparison& comparison, size_t max_respons
   return absl::OkStatus();
 }
 
-absl::Status ValidatePromptRecord(const PromptRecord& record) { return CheckNonEmptyUtf8("prompt", record.prompt); }
+absl::Status ValidatePromptRecord(const PromptRecord& record) {
+  if (absl::Status s = CheckNonEmptyUtf8("prompt", record.prompt); !s.ok()) return s;
+  return CheckMessages(record.messages, record.prompt);
+}
 
 absl::Status ValidatePretrainingText(const PretrainingText& text) { return CheckNonEmptyUtf8("text", text.text); }
 

@@ -7,6 +7,9 @@
 //   comparison, pair    {"prompt": "...", "chosen": "...", "rejected": "..."}  -> ranks 1 and 2
 //   PPO prompt          {"prompt": "..."}
 //   pretraining text    {"text": "..."}, or a plain .txt file of documents separated by blank lines
+// Chat prompts: "messages": [{"role": "system"|"user"|"assistant"|..., "content": "..."}, ...] in place of "prompt",
+// rendered with the model's chat template where the prompt is encoded. An SFT record may give its response as the
+// conversation's last message, when that one is the assistant's: {"messages": [..., {"role": "assistant", ...}]}.
 #ifndef RLHF_COMMON_DATA_RECORDS_H_
 #define RLHF_COMMON_DATA_RECORDS_H_
 
@@ -19,10 +22,23 @@
 
 namespace rlhf::data {
 
+// One message of a chat prompt.
+struct ChatTurn {
+  std::string role;     // non-empty
+  std::string content;  // UTF-8, may be empty
+};
+inline bool operator==(const ChatTurn& a, const ChatTurn& b) { return a.role == b.role && a.content == b.content; }
+
+// The one-text form of a conversation that records keep in `prompt` (to show, split by and compare prompts):
+// "<role>: <content>" per message, joined by newlines.
+std::string ChatPromptText(const std::vector<ChatTurn>& messages);
+
 // A demonstration for supervised fine-tuning; the loss falls on the response tokens only.
 struct SftExample {
-  std::string prompt;    // UTF-8, non-empty
+  std::string prompt;    // UTF-8, non-empty; ChatPromptText(messages) for a chat prompt
   std::string response;  // UTF-8, non-empty (a demonstration of nothing teaches nothing)
+  // Non-empty for a chat prompt: the conversation the response answers (as the assistant's next turn).
+  std::vector<ChatTurn> messages;
 };
 
 // One of the K responses a labeler ranked for a prompt.
@@ -41,13 +57,15 @@ struct RankedResponse {
 // every rank >= 1; not all ranks equal (no pair at all); and no text appears twice with different ranks
 // (a contradiction). Every string is UTF-8.
 struct Comparison {
-  std::string prompt;
+  std::string prompt;  // ChatPromptText(messages) for a chat prompt
   std::vector<RankedResponse> responses;
+  std::vector<ChatTurn> messages;  // non-empty for a chat prompt; responses are the assistant's next turn
 };
 
 // A prompt for PPO rollouts.
 struct PromptRecord {
-  std::string prompt;  // UTF-8, non-empty
+  std::string prompt;  // UTF-8, non-empty; ChatPromptText(messages) for a chat prompt
+  std::vector<ChatTurn> messages;  // non-empty for a chat prompt
 };
 
 // A document of the pretraining mix (PPO-ptx).
@@ -60,15 +78,17 @@ inline constexpr size_t kMinResponsesPerComparison = 2;
 inline constexpr size_t kMaxResponsesPerComparison = 9;
 
 inline bool operator==(const SftExample& a, const SftExample& b) {
-  return a.prompt == b.prompt && a.response == b.response;
+  return a.prompt == b.prompt && a.response == b.response && a.messages == b.messages;
 }
 inline bool operator==(const RankedResponse& a, const RankedResponse& b) {
   return a.text == b.text && a.rank == b.rank;
 }
 inline bool operator==(const Comparison& a, const Comparison& b) {
-  return a.prompt == b.prompt && a.responses == b.responses;
+  return a.prompt == b.prompt && a.responses == b.responses && a.messages == b.messages;
 }
-inline bool operator==(const PromptRecord& a, const PromptRecord& b) { return a.prompt == b.prompt; }
+inline bool operator==(const PromptRecord& a, const PromptRecord& b) {
+  return a.prompt == b.prompt && a.messages == b.messages;
+}
 inline bool operator==(const PretrainingText& a, const PretrainingText& b) { return a.text == b.text; }
 
 // A training pair of a comparison: indices into Comparison::responses; `winner` has the strictly better (lower)

@@ -83,7 +83,16 @@ absl::StatusOr<std::vector<std::optional<Judgement>>> JudgeLabeler::Judge(const 
     const size_t end = std::min(items.size(), start + per_call);
     for (size_t n = start; n < end; ++n) {
       v1::ScoreItem* item = request.add_items();
-      item->mutable_prompt()->set_text(tasks[items[n].first].prompt);
+      const RankingTask& task = tasks[items[n].first];
+      if (task.messages.empty()) {
+        item->mutable_prompt()->set_text(task.prompt);
+      } else {
+        for (const auto& [role, content] : task.messages) {
+          v1::ChatMessage* m = item->mutable_prompt()->mutable_messages()->add_messages();
+          m->set_role(role);
+          m->set_content(content);
+        }
+      }
       item->mutable_response()->set_text(tasks[items[n].first].responses[items[n].second]);
     }
     v1::ScoreResponse response;

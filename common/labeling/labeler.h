@@ -8,6 +8,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -17,8 +18,11 @@ namespace rlhf::labeling {
 
 // K >= 2 responses to one prompt, to be judged together.
 struct RankingTask {
-  std::string prompt;
+  std::string prompt;  // for a chat prompt, the conversation as one text ("role: content" lines)
   std::vector<std::string> responses;
+  // A chat prompt's messages as (role, content), empty otherwise: labelers that call a model (the judge) send the
+  // conversation, to be rendered with that model's chat template.
+  std::vector<std::pair<std::string, std::string>> messages;
 };
 
 // "responses[preferred] is better than responses[other]".

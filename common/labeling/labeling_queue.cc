@@ -5,11 +5,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <condition_variable>
 #include <list>
 #include <map>
 #include <mutex>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -32,6 +34,36 @@ constexpr char kJournal[] = "queue.jsonl";
 
 int64_t ToMs(absl::Time t) { return absl::ToUnixMillis(t); }
 absl::Time FromMs(int64_t ms) { return absl::FromUnixMillis(ms); }
+
+// An integer field of a journal record: `fallback` when absent (DataLoss when there is none), DataLoss when the value
+// is not an integer that fits int64 (a float such as 1e300 would not convert).
+absl::StatusOr<int64_t> JournalInt(const Json& record, const char* key,
+                                   std::optional<int64_t> fallback = std::nullopt) {
+  auto it = record.find(key);
+  if (it == record.end()) {
+    if (fallback.has_value()) return *fallback;
+    return absl::DataLossError(absl::StrCat("missing \"", key, "\""));
+  }
+  if (!it->is_number_integer() || (it->is_number_unsigned() && it->get<uint64_t>() > uint64_t{INT64_MAX})) {
+    return absl::DataLossError(absl::StrCat("\"", key, "\" is not an integer: ", it->dump()));
+  }
+  return it->get<int64_t>();
+}
+
+// An array of int32 (a task's order, a ranking), each checked as JournalInt does.
+absl::StatusOr<std::vector<int32_t>> JournalInt32s(const Json& record, const char* key) {
+  const Json& list = record.at(key);
+  if (!list.is_array()) return absl::DataLossError(absl::StrCat("\"", key, "\" is not an array"));
+  std::vector<int32_t> out;
+  for (const Json& value : list) {
+    if (!value.is_number_integer() || value.get<int64_t>() < INT32_MIN || value.get<int64_t>() > INT32_MAX ||
+        (value.is_number_unsigned() && value.get<uint64_t>() > uint64_t{INT32_MAX})) {
+      return absl::DataLossError(absl::StrCat("\"", key, "\" holds a value that is not an int32: ", value.dump()));
+    }
+    out.push_back(static_cast<int32_t>(value.get<int64_t>()));
+  }
+  return out;
+}
 
 enum class TaskState { kPending, kAssigned, kCompleted, kWithdrawn };
 
@@ -78,6 +110,8 @@ struct LabelingQueue::State {
   LabelingQueueOptions options;
   std::string journal_path;
   int journal_fd = -1;
+  uint64_t journal_size = 0;  // bytes of whole records in the journal
+  bool journal_torn = false;  // a failed append could not be cut back yet
 
   mutable std::mutex mu;
   std::condition_variable cv;
@@ -99,19 +133,37 @@ struct LabelingQueue::State {
 
   // ---- journal ----
 
+  // Appends one record, all or nothing as replay sees it: a write or sync that fails (ENOSPC gives
+  // ResourceExhausted) is cut back to the journal's previous end, so the next record starts on a line of its own.
+  // When even that cut fails, appends are refused until a later one manages it.
   absl::Status Append(const Json& record, bool sync) {
     if (journal_fd < 0) return absl::OkStatus();
-    const std::string line = record.dump() + "\n";
-    size_t done = 0;
-    while (done < line.size()) {
-      const ssize_t n = ::write(journal_fd, line.data() + done, line.size() - done);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return util::ErrnoStatus("write", journal_path, errno);
+    if (journal_torn) {
+      if (::ftruncate(journal_fd, static_cast<off_t>(journal_size)) != 0) {
+        return util::ErrnoStatus("cannot repair (truncate) the journal after a failed write:", journal_path, errno);
       }
-      done += static_cast<size_t>(n);
+      journal_torn = false;
     }
-    if (sync && ::fdatasync(journal_fd) != 0) return util::ErrnoStatus("fdatasync", journal_path, errno);
+    const std::string line = record.dump() + "\n";
+    absl::Status status;
+    size_t done = 0;
+    while (status.ok() && done < line.size()) {
+      const ssize_t n = ::write(journal_fd, line.data() + done, line.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        status = util::ErrnoStatus("cannot append to", journal_path, errno);
+      } else {
+        done += static_cast<size_t>(n);
+      }
+    }
+    if (status.ok() && sync && ::fdatasync(journal_fd) != 0) {
+      status = util::ErrnoStatus("cannot fdatasync", journal_path, errno);
+    }
+    if (!status.ok()) {
+      if (::ftruncate(journal_fd, static_cast<off_t>(journal_size)) != 0) journal_torn = true;
+      return status;
+    }
+    journal_size += line.size();
     return absl::OkStatus();
   }
 
@@ -131,37 +183,74 @@ struct LabelingQueue::State {
             {"tasks", list}};
   }
   static Json AssignRecord(const Task& t) {
-    return {{"op", "assign"}, {"task", t.id}, {"labeler", t.labeler}, {"at_ms", ToMs(t.assigned_at)},
+    return {{"op", "assign"},
+            {"task", t.id},
+            {"labeler", t.labeler},
+            {"at_ms", ToMs(t.assigned_at)},
             {"deadline_ms", ToMs(t.deadline)}};
   }
   static Json SubmitRecord(const Task& t) {
-    return {{"op", "submit"}, {"task", t.id}, {"labeler", t.ranking.labeler_id}, {"ranks", t.ranking.ranks},
-            {"at_ms", ToMs(t.ranking.completed_at)}, {"answer_ms", ToMs(t.assigned_at)}};
+    return {{"op", "submit"},
+            {"task", t.id},
+            {"labeler", t.ranking.labeler_id},
+            {"ranks", t.ranking.ranks},
+            {"at_ms", ToMs(t.ranking.completed_at)},
+            {"answer_ms", ToMs(t.assigned_at)}};
   }
 
-  // Applies one journal record (replay). Returns a reason when it does not fit the state built so far.
+  // Applies one journal record (replay). Returns a reason (DataLoss) when it does not fit the state built so far or
+  // holds a value the queue never writes; then the state is left as it was. Json exceptions (a missing key, a
+  // value of the wrong type) are the caller's to catch.
   absl::Status Apply(const Json& r) {
     const std::string op = r.at("op").get<std::string>();
     if (op == "batch") {
+      // Built and checked whole before any of it enters the state: a torn last record is dropped, not half applied.
       Batch b;
       b.id = r.at("batch").get<std::string>();
+      if (b.id.empty()) return absl::DataLossError("batch with an empty id");
+      if (batches.count(b.id) > 0) return absl::DataLossError(absl::StrCat("batch '", b.id, "' appears twice"));
       b.run_id = r.value("run", std::string());
-      b.round = r.value("round", 0);
+      ASSIGN_OR_RETURN(const int64_t round, JournalInt(r, "round", 0));
+      if (round < INT32_MIN || round > INT32_MAX) return absl::DataLossError("\"round\" is out of range");
+      b.round = static_cast<int32_t>(round);
       b.instructions = r.value("instructions", std::string());
-      b.task_timeout = absl::Milliseconds(r.value("timeout_ms", int64_t{0}));
-      b.created = FromMs(r.at("created_ms").get<int64_t>());
-      int32_t index = 0;
-      for (const Json& jt : r.at("tasks")) {
+      ASSIGN_OR_RETURN(const int64_t timeout_ms, JournalInt(r, "timeout_ms", 0));
+      if (timeout_ms < 0) return absl::DataLossError("\"timeout_ms\" is negative");
+      b.task_timeout = absl::Milliseconds(timeout_ms);
+      ASSIGN_OR_RETURN(const int64_t created_ms, JournalInt(r, "created_ms"));
+      b.created = FromMs(created_ms);
+      const Json& list = r.at("tasks");
+      if (!list.is_array() || list.empty()) return absl::DataLossError("batch without tasks");
+      std::vector<Task> fresh;
+      std::set<std::string> ids;
+      for (const Json& jt : list) {
         Task t;
-        t.seq = next_seq++;
+        t.seq = next_seq + static_cast<int64_t>(fresh.size());
         t.id = jt.at("id").get<std::string>();
+        if (tasks.count(t.id) > 0 || !ids.insert(t.id).second) {
+          return absl::DataLossError(absl::StrCat("task '", t.id, "' appears twice"));
+        }
         t.batch_id = b.id;
-        t.index = index++;
+        t.index = static_cast<int32_t>(fresh.size());
         t.prompt = jt.at("prompt").get<std::string>();
         t.responses = jt.at("responses").get<std::vector<std::string>>();
-        t.order = jt.at("order").get<std::vector<int32_t>>();
-        if (t.order.size() != t.responses.size()) return absl::DataLossError("order does not match responses");
+        if (t.responses.size() < 2)
+          return absl::DataLossError(absl::StrCat("task '", t.id, "' has fewer than 2 responses"));
+        ASSIGN_OR_RETURN(t.order, JournalInt32s(jt, "order"));
+        // order[p] is the response shown at position p: a permutation of 0..K-1.
+        std::vector<int32_t> sorted = t.order;
+        std::sort(sorted.begin(), sorted.end());
+        for (size_t i = 0; i < sorted.size(); ++i) {
+          if (sorted.size() != t.responses.size() || sorted[i] != static_cast<int32_t>(i)) {
+            return absl::DataLossError(absl::StrCat("task '", t.id, "': order is not a permutation of its ",
+                                                    t.responses.size(), " responses"));
+          }
+        }
         b.task_ids.push_back(t.id);
+        fresh.push_back(std::move(t));
+      }
+      next_seq += static_cast<int64_t>(fresh.size());
+      for (Task& t : fresh) {
         pending.insert({t.seq, t.id});
         tasks[t.id] = std::move(t);
       }
@@ -178,26 +267,40 @@ struct LabelingQueue::State {
     if (it == tasks.end()) return absl::DataLossError(absl::StrCat(op, " of an unknown task"));
     Task& t = it->second;
     if (op == "assign") {
-      if (t.state != TaskState::kPending) return absl::OkStatus();
+      const std::string labeler = r.at("labeler").get<std::string>();
+      ASSIGN_OR_RETURN(const int64_t deadline_ms, JournalInt(r, "deadline_ms"));
+      ASSIGN_OR_RETURN(const int64_t at_ms, JournalInt(r, "at_ms", deadline_ms));
+      if (t.state == TaskState::kCompleted || t.state == TaskState::kWithdrawn) return absl::OkStatus();
+      // Assigned already: its expiry was not journaled (see Advance), and the task went to someone else.
+      if (t.state == TaskState::kAssigned) ReturnToPending(t);
       pending.erase({t.seq, t.id});
       t.state = TaskState::kAssigned;
-      t.labeler = r.at("labeler").get<std::string>();
-      t.assigned_at = FromMs(r.value("at_ms", r.at("deadline_ms").get<int64_t>()));
-      t.deadline = FromMs(r.at("deadline_ms").get<int64_t>());
+      t.labeler = labeler;
+      t.assigned_at = FromMs(at_ms);
+      t.deadline = FromMs(deadline_ms);
       assigned.insert({t.deadline, t.id});
     } else if (op == "expire") {
       if (t.state == TaskState::kAssigned) ReturnToPending(t);
     } else if (op == "submit") {
+      const std::string labeler = r.at("labeler").get<std::string>();
+      ASSIGN_OR_RETURN(std::vector<int32_t> ranks, JournalInt32s(r, "ranks"));
+      if (ranks.size() != t.responses.size() ||
+          std::any_of(ranks.begin(), ranks.end(), [](int32_t rank) { return rank < 1; })) {
+        return absl::DataLossError(absl::StrCat("submit for task '", t.id, "' needs one rank >= 1 for each of its ",
+                                                t.responses.size(), " responses"));
+      }
+      ASSIGN_OR_RETURN(const int64_t at_ms, JournalInt(r, "at_ms"));
+      ASSIGN_OR_RETURN(const int64_t answer_ms, JournalInt(r, "answer_ms", at_ms));
       if (t.state == TaskState::kAssigned) assigned.erase({t.deadline, t.id});
       if (t.state == TaskState::kPending) pending.erase({t.seq, t.id});
-      if (t.state != TaskState::kCompleted) ++batches[t.batch_id].completed;
+      if (t.state != TaskState::kCompleted) ++batches.at(t.batch_id).completed;
       t.state = TaskState::kCompleted;
       t.ranking.task_index = t.index;
       t.ranking.task_id = t.id;
-      t.ranking.labeler_id = r.at("labeler").get<std::string>();
-      t.ranking.ranks = r.at("ranks").get<std::vector<int32_t>>();
-      t.ranking.completed_at = FromMs(r.at("at_ms").get<int64_t>());
-      t.assigned_at = FromMs(r.value("answer_ms", r.at("at_ms").get<int64_t>()));
+      t.ranking.labeler_id = labeler;
+      t.ranking.ranks = std::move(ranks);
+      t.ranking.completed_at = FromMs(at_ms);
+      t.assigned_at = FromMs(answer_ms);
     } else {
       return absl::DataLossError(absl::StrCat("unknown op '", op, "'"));
     }
@@ -258,7 +361,12 @@ struct LabelingQueue::State {
       ReturnToPending(t);
       ++expired;
       ++expiries;
-      (void)Append({{"op", "expire"}, {"task", t.id}}, false);
+      // The expiry happens whether or not its record is written: a replay without it finds the assignment past
+      // its deadline and expires it again, and takes a later assignment of the task as a reassignment.
+      if (absl::Status s = Append({{"op", "expire"}, {"task", t.id}}, false); !s.ok()) {
+        runtime::Logger("labeling")->warn("expiry of task_id={} not journaled (replay expires it again): {}", t.id,
+                                          s.ToString());
+      }
     }
     while (!waiters.empty() && !pending.empty()) {
       Waiter w = std::move(waiters.front());
@@ -276,15 +384,22 @@ struct LabelingQueue::State {
     return expiries;
   }
 
-  AssignedTask AssignLocked(Task& t, const std::string& labeler, absl::Time now) {
+  // Assigns `t` to `labeler`, once its record is in the journal; when the record cannot be written (a full disk:
+  // ResourceExhausted) the task stays pending and the labeler gets the error.
+  absl::StatusOr<AssignedTask> AssignLocked(Task& t, const std::string& labeler, absl::Time now) {
     const Batch& b = batches.at(t.batch_id);
+    Task assigned_task = t;
+    assigned_task.state = TaskState::kAssigned;
+    assigned_task.labeler = labeler;
+    assigned_task.assigned_at = now;
+    assigned_task.deadline =
+        now + (b.task_timeout > absl::ZeroDuration() ? b.task_timeout : options.default_task_timeout);
+    if (absl::Status s = Append(AssignRecord(assigned_task), false); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("cannot record the assignment of a labeling task: ", s.message()));
+    }
     pending.erase({t.seq, t.id});
-    t.state = TaskState::kAssigned;
-    t.labeler = labeler;
-    t.assigned_at = now;
-    t.deadline = now + (b.task_timeout > absl::ZeroDuration() ? b.task_timeout : options.default_task_timeout);
+    t = std::move(assigned_task);
     assigned.insert({t.deadline, t.id});
-    (void)Append(AssignRecord(t), false);
     AssignedTask out;
     out.task_id = t.id;
     out.prompt = t.prompt;
@@ -298,11 +413,13 @@ struct LabelingQueue::State {
     return out;
   }
 
+  // Expiries are counted before the tasks they freed reach their new labelers, so that whoever gets one sees the
+  // count that includes its expiry.
   void Deliver(std::vector<Delivery>& deliveries, int64_t expiries) {
-    for (auto& [done, result] : deliveries) done(std::move(result));
     for (int64_t i = 0; i < expiries; ++i) {
       if (options.on_expired) options.on_expired();
     }
+    for (auto& [done, result] : deliveries) done(std::move(result));
     if ((!deliveries.empty() || expiries > 0) && options.on_change) options.on_change();
   }
 
@@ -343,12 +460,23 @@ absl::StatusOr<std::unique_ptr<LabelingQueue>> LabelingQueue::Open(LabelingQueue
   if (!dir.empty()) {
     RETURN_IF_ERROR(util::MakeDirectories(dir));
     state->journal_path = dir + "/" + kJournal;
+    // Compactions cut short by a kill leave temporary files; nothing else writes here.
+    ASSIGN_OR_RETURN(std::vector<std::string> stale, util::RemoveTempFiles(dir));
+    for (const std::string& path : stale) runtime::Logger("labeling")->info("removed a stale temp file path={}", path);
+    uint64_t whole = 0;  // bytes of the journal up to its last newline
     if (util::PathExists(state->journal_path)) {
       ASSIGN_OR_RETURN(std::string text, util::ReadFile(state->journal_path));
+      const size_t last_newline = text.rfind('\n');
+      whole = last_newline == std::string::npos ? 0 : last_newline + 1;
       const std::vector<absl::string_view> lines = absl::StrSplit(text, '\n');
       for (size_t i = 0; i < lines.size(); ++i) {
         if (lines[i].empty()) continue;
-        const bool torn_tail = i + 1 == lines.size();  // the last line had no newline: a write cut short
+        if (i + 1 == lines.size()) {
+          // No newline: the write of this record was cut short, so it was never acknowledged (a record and its
+          // newline are written together, then synced), even when what arrived happens to parse.
+          runtime::Logger("labeling")->warn("dropping a torn last record path={}:{}", state->journal_path, i + 1);
+          continue;
+        }
         Json record = Json::parse(lines[i], nullptr, false);
         absl::Status applied = record.is_discarded() ? absl::DataLossError("not JSON") : absl::OkStatus();
         if (applied.ok()) {
@@ -358,18 +486,26 @@ absl::StatusOr<std::unique_ptr<LabelingQueue>> LabelingQueue::Open(LabelingQueue
             applied = absl::DataLossError(e.what());
           }
         }
-        if (applied.ok()) continue;
-        if (torn_tail) {
-          runtime::Logger("labeling")->warn("dropping a torn last record path={}:{}", state->journal_path, i + 1);
-          continue;
+        if (!applied.ok()) {
+          return absl::DataLossError(
+              absl::StrCat(state->journal_path, ":", i + 1, ": corrupt queue record: ", applied.message()));
         }
-        return absl::DataLossError(
-            absl::StrCat(state->journal_path, ":", i + 1, ": corrupt queue record: ", applied.message()));
       }
     }
-    RETURN_IF_ERROR(util::WriteFileAtomically(state->journal_path, state->Compacted()));
-    state->journal_fd = ::open(state->journal_path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
-    if (state->journal_fd < 0) return util::ErrnoStatus("open", state->journal_path, errno);
+    const std::string compacted = state->Compacted();
+    if (absl::Status s = util::WriteFileAtomically(state->journal_path, compacted); s.ok()) {
+      whole = compacted.size();
+    } else {
+      // No room to compact (a full disk): go on with the journal as it is, without its torn tail.
+      runtime::Logger("labeling")->warn("journal not compacted, appending to it as it is path={}: {}",
+                                        state->journal_path, s.ToString());
+    }
+    state->journal_fd = ::open(state->journal_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (state->journal_fd < 0) return util::ErrnoStatus("cannot open", state->journal_path, errno);
+    if (::ftruncate(state->journal_fd, static_cast<off_t>(whole)) != 0) {
+      return util::ErrnoStatus("cannot truncate the torn tail of", state->journal_path, errno);
+    }
+    state->journal_size = whole;
   }
   State* raw = state.get();
   state->timer = std::thread([raw] { raw->TimerLoop(); });

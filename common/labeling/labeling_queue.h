@@ -3,8 +3,12 @@
 //
 // Durability: with a state directory, every batch, ranking and withdrawal is appended to <state_dir>/queue.jsonl and
 // fsynced before the call returns, so an answer a labeler was told is recorded survives kill -9. Assignments are
-// journaled without fsync (losing one only re-offers its task). Open() replays the journal, drops a torn last line
-// (a crash mid-write), and rewrites it compactly.
+// journaled without fsync (losing one only re-offers its task). An append is all or nothing as replay sees it: one
+// that fails (a full disk: ResourceExhausted) is cut back off the journal and its operation refused (Enqueue,
+// Submit, Cancel, and Next, whose task stays pending), so nothing refused counts later and the next record starts on
+// a line of its own; the operation works again once space returns. Open() replays the journal, drops an unterminated
+// last line (a write cut short: never acknowledged), refuses a corrupt record anywhere else (DataLoss with
+// file:line), and rewrites the journal compactly, or, when the disk has no room for that, appends to it as it is.
 //
 // Thread-safe. Next() does not block: it calls back when a task is assigned, its wait ends or the queue closes.
 #ifndef RLHF_COMMON_LABELING_LABELING_QUEUE_H_
@@ -87,8 +91,8 @@ struct QueueCounts {
 
 class LabelingQueue {
  public:
-  // Replays <state_dir>/queue.jsonl when present. DataLoss naming file:line for a corrupt record other than a torn
-  // last line.
+  // Replays <state_dir>/queue.jsonl when present. DataLoss naming file:line for a corrupt record other than an
+  // unterminated last line.
   static absl::StatusOr<std::unique_ptr<LabelingQueue>> Open(LabelingQueueOptions options);
   // Closes the queue (see Close).
   ~LabelingQueue();
@@ -100,7 +104,8 @@ class LabelingQueue {
 
   // Assigns the oldest pending task to labeler_id, at once or when one appears within `wait`. `done` is called
   // exactly once, possibly on this thread before Next returns: with the task; NotFound when the wait ends first;
-  // Cancelled after CancelWait; Unavailable when the queue closes. Returns an id for CancelWait.
+  // Cancelled after CancelWait; Unavailable when the queue closes; ResourceExhausted when the assignment cannot be
+  // journaled (a full disk; the task stays pending). Returns an id for CancelWait.
   using TaskCallback = std::function<void(absl::StatusOr<AssignedTask>)>;
   int64_t Next(const std::string& labeler_id, absl::Duration wait, TaskCallback done);
   // Ends a waiting Next with Cancelled; nothing when it already ended.

@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "common/util/file_util.h"
 #include "common/util/status_macros.h"
+#include "common/util/json_errors.h"
 
 namespace rlhf::model {
 namespace {
@@ -556,7 +557,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(absl::string_view json, absl::
   try {
     j = Json::parse(json.begin(), json.end());
   } catch (const Json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": bad JSON: ", e.what()));
+    return absl::InvalidArgumentError(absl::StrCat(source, ": bad JSON: ", util::JsonErrorText(e.what())));
   }
   if (!j.is_object()) return absl::InvalidArgumentError(absl::StrCat(source, ": not a JSON object"));
   std::string model_type = "gpt2";  // configs of old GPT-2 checkpoints have no model_type

@@ -20,6 +20,7 @@
 #include "common/model/torch_boundary.h"
 #include "common/util/file_util.h"
 #include "common/util/status_macros.h"
+#include "common/util/json_errors.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors I/O assumes a little-endian host");
 
@@ -163,7 +164,7 @@ absl::Status SafetensorsFile::ParseHeader() {
   try {
     header = Json::parse(data_ + 8, data_ + data_start_);
   } catch (const Json::exception& e) {
-    return Bad(source_, absl::StrCat("bad JSON header: ", e.what()));
+    return Bad(source_, absl::StrCat("bad JSON header: ", util::JsonErrorText(e.what())));
   }
   if (!header.is_object()) return Bad(source_, "header is not a JSON object");
 
@@ -418,7 +419,7 @@ absl::StatusOr<std::unique_ptr<WeightSource>> WeightSource::OpenCheckpoint(const
   try {
     index = Json::parse(*index_text);
   } catch (const Json::exception& e) {
-    return Bad(index_path, absl::StrCat("bad JSON: ", e.what()));
+    return Bad(index_path, absl::StrCat("bad JSON: ", util::JsonErrorText(e.what())));
   }
   auto map_it = index.is_object() ? index.find("weight_map") : index.end();
   if (!index.is_object() || map_it == index.end() || !map_it->is_object() || map_it->empty()) {

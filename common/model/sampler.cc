@@ -38,8 +38,10 @@ absl::Status ValidateOptions(const SamplingOptions& o, size_t batch) {
   if (o.max_new_tokens < 1) {
     return absl::InvalidArgumentError(absl::StrCat("max_new_tokens must be >= 1, got ", o.max_new_tokens));
   }
-  if (!(o.temperature >= 0) || !std::isfinite(o.temperature)) {
-    return absl::InvalidArgumentError(absl::StrCat("temperature must be finite and >= 0, got ", o.temperature));
+  if (!(o.temperature >= 0) || !std::isfinite(o.temperature) ||
+      (o.temperature > 0 && o.temperature < kMinTemperature)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("temperature must be 0 or finite and >= ", kMinTemperature, ", got ", o.temperature));
   }
   if (o.top_k < 0) return absl::InvalidArgumentError(absl::StrCat("top_k must be >= 0, got ", o.top_k));
   if (!(o.top_p > 0 && o.top_p <= 1)) {
@@ -351,8 +353,9 @@ absl::StatusOr<std::vector<std::vector<float>>> ScoreLogProbs(const CausalLm& mo
                                                               const ScoreOptions& options) {
   const ModelConfig& config = model.config();
   if (rows.empty()) return absl::InvalidArgumentError("ScoreLogProbs: no rows");
-  if (!(options.temperature > 0) || !std::isfinite(options.temperature)) {
-    return absl::InvalidArgumentError(absl::StrCat("temperature must be finite and > 0, got ", options.temperature));
+  if (!(options.temperature >= kMinTemperature) || !std::isfinite(options.temperature)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("temperature must be finite and >= ", kMinTemperature, ", got ", options.temperature));
   }
   const int64_t batch = static_cast<int64_t>(rows.size());
   int64_t longest = 0;

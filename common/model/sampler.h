@@ -26,9 +26,14 @@ enum class FinishReason {
 };
 absl::string_view FinishReasonName(FinishReason reason);  // "eos", "stop", "length", "abandoned"
 
+// The smallest temperature other than 0 (greedy) that sampling and log-probs accept. Logits are multiplied by
+// 1 / temperature in float32: below this a large logit overflows to infinity and the softmax gives NaN.
+inline constexpr double kMinTemperature = 1e-3;
+
 struct SamplingOptions {
   int64_t max_new_tokens = 64;  // >= 1; prompt length + max_new_tokens must fit in max_position_embeddings
-  // Logits are divided by the temperature before softmax; 0 means greedy (argmax, ties to the lowest id).
+  // Logits are divided by the temperature before softmax; 0 means greedy (argmax, ties to the lowest id). Otherwise
+  // at least kMinTemperature.
   double temperature = 1.0;
   int64_t top_k = 0;     // keep the k most probable tokens; 0 = all
   double top_p = 1.0;    // then keep the smallest most-probable set whose probability reaches top_p; 1 = all

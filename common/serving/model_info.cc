@@ -1,13 +1,22 @@
 #include "common/serving/model_info.h"
 
 #include "common/model/causal_lm.h"
+#include "common/runtime/status_util.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace rlhf::serving {
 
 void FillModelId(const ServedModel& served, v1::ModelId* id) {
-  id->set_name(served.name);
+  id->set_name(runtime::Utf8Safe(served.name));  // a folder's name: any bytes
   id->set_version(served.version);
+}
+
+v1::TokenizerKind ToTokenizerKind(const std::string& kind) {
+  if (kind == tokenizer::kGpt2BpeKind) return v1::TOKENIZER_KIND_GPT2_BPE;
+  if (kind == tokenizer::kHfBpeKind) return v1::TOKENIZER_KIND_HF_BPE;
+  if (kind == tokenizer::kByteKind) return v1::TOKENIZER_KIND_BYTE;
+  if (kind == tokenizer::kWordKind) return v1::TOKENIZER_KIND_WORD;
+  return v1::TOKENIZER_KIND_UNSPECIFIED;
 }
 
 void FillModelConfig(const model::ModelConfig& config, v1::ModelConfig* c) {
@@ -41,20 +50,22 @@ void FillModelInfo(const ModelStore& store, v1::ModelRole role, v1::ModelInfo* i
   t->set_pad_token_id(-1);
   t->set_bos_token_id(-1);
   if (const tokenizer::Tokenizer* tok = store.tokenizer(); tok != nullptr) {
-    t->set_kind(tok->Kind() == tokenizer::kGpt2BpeKind ? v1::TOKENIZER_KIND_GPT2_BPE
-                : tok->Kind() == tokenizer::kWordKind  ? v1::TOKENIZER_KIND_WORD
-                                                       : v1::TOKENIZER_KIND_BYTE);
+    t->set_kind(ToTokenizerKind(tok->Kind()));
     t->set_vocab_size(tok->VocabSize());
     if (tok->EosId()) t->set_eos_token_id(*tok->EosId());
     if (tok->PadId()) t->set_pad_token_id(*tok->PadId());
     if (tok->BosId()) t->set_bos_token_id(*tok->BosId());
+    const PromptCodec& codec = store.prompt_codec();
+    t->set_chat_template(codec.chat_template != nullptr);
+    t->set_end_of_turn_token_id(codec.end_of_turn_id ? static_cast<int32_t>(*codec.end_of_turn_id) : -1);
   } else {
+    t->set_end_of_turn_token_id(-1);
     t->set_kind(v1::TOKENIZER_KIND_UNSPECIFIED);
     t->set_vocab_size(static_cast<int32_t>(config.vocab_size));
   }
   *info->mutable_loaded_at() =
       google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(served->loaded_at));
-  info->set_source_path(served->source);
+  info->set_source_path(runtime::Utf8Safe(served->source));
   info->set_role(role);
   for (const auto& [key, value] : served->metadata) {
     (*info->mutable_metadata()->mutable_fields())[key].set_string_value(value);

@@ -14,6 +14,9 @@ void FillModelInfo(const ModelStore& store, v1::ModelRole role, v1::ModelInfo* i
 // The config as rlhf.v1.ModelConfig: family, shape and dropout (the one conversion every service uses).
 void FillModelConfig(const model::ModelConfig& config, v1::ModelConfig* out);
 
+// The proto kind of a tokenizer::Tokenizer::Kind() ("gpt2-bpe", "hf-bpe", "byte", "word"; UNSPECIFIED otherwise).
+v1::TokenizerKind ToTokenizerKind(const std::string& kind);
+
 // ModelId{name, version} of a served model.
 void FillModelId(const ServedModel& served, v1::ModelId* id);
 

@@ -53,6 +53,20 @@ absl::StatusOr<std::unique_ptr<ModelStore>> ModelStore::Load(const ModelStoreOpt
   } else if (tokenizer.status().code() != absl::StatusCode::kNotFound) {
     return tokenizer.status();
   }
+  store->codec_.tokenizer = store->tokenizer_.get();
+  if (store->tokenizer_ != nullptr) {
+    auto chat_template = tokenizer::ChatTemplate::Load(options.model_dir);
+    if (chat_template.ok()) {
+      store->chat_template_ = *std::move(chat_template);
+      store->codec_.chat_template = store->chat_template_.get();
+      store->codec_.chat_template_status = absl::OkStatus();
+      store->codec_.DeriveEndOfTurnId();
+    } else {
+      store->codec_.chat_template_status = chat_template.status();
+    }
+  } else {
+    store->codec_.chat_template_status = absl::NotFoundError("the model folder has no tokenizer");
+  }
   auto served = std::make_shared<ServedModel>();
   served->model = std::move(model);
   served->name = store->options_.model_name;
@@ -101,7 +115,12 @@ absl::StatusOr<ModelStore::SwapResult> ModelStore::SwapFromSafetensors(std::stri
   model_options.reward_head = current->model->has_reward_head();
   model_options.value_head = current->model->has_value_head();
   ASSIGN_OR_RETURN(std::unique_ptr<model::CausalLm> model, model::CreateModel(config_, model_options));
-  RETURN_IF_ERROR(model->LoadWeights(*weights));
+  if (absl::Status loaded = model->LoadWeights(*weights); !loaded.ok()) {
+    // A payload without one of the parameters is a bad payload (the API's INVALID_ARGUMENT naming the tensor), not
+    // a missing resource.
+    if (absl::IsNotFound(loaded)) return absl::InvalidArgumentError(loaded.message());
+    return loaded;
+  }
   return Install(std::move(model), source, target_version, std::move(metadata), start, total_bytes);
 }
 

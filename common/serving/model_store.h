@@ -13,6 +13,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/model/model_config.h"
+#include "common/serving/prompt_codec.h"
+#include "common/tokenizer/chat_template.h"
 #include "common/tokenizer/tokenizer.h"
 #include "common/util/path_roots.h"
 
@@ -61,6 +63,9 @@ class ModelStore {
   std::shared_ptr<const ServedModel> Current() const;
   // Null when the model folder has no tokenizer files.
   const tokenizer::Tokenizer* tokenizer() const { return tokenizer_.get(); }
+  // The tokenizer and the chat template of the model folder (loaded with the model; a template that cannot be
+  // rendered leaves chat messages refused with the loader's reason, and the model serving text and token ids).
+  const PromptCodec& prompt_codec() const { return codec_; }
   const model::ModelConfig& config() const { return config_; }
   const std::string& device() const { return options_.device; }
   const util::PathRoots& path_roots() const { return options_.path_roots; }
@@ -79,7 +84,8 @@ class ModelStore {
   // model keeps serving.
   absl::StatusOr<SwapResult> SwapFromDirectory(const std::string& dir, std::optional<int64_t> target_version,
                                                std::map<std::string, std::string> metadata = {});
-  // The same from a safetensors payload in memory (`source` names it in errors).
+  // The same from a safetensors payload in memory (`source` names it in errors); a payload that lacks one of the
+  // model's parameters is InvalidArgument naming it.
   absl::StatusOr<SwapResult> SwapFromSafetensors(std::string bytes, const std::string& source,
                                                  std::optional<int64_t> target_version,
                                                  std::map<std::string, std::string> metadata = {});
@@ -93,6 +99,8 @@ class ModelStore {
   ModelStoreOptions options_;
   model::ModelConfig config_;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
+  std::unique_ptr<tokenizer::ChatTemplate> chat_template_;
+  PromptCodec codec_;
   mutable std::mutex mu_;  // guards current_
   std::mutex swap_mu_;     // one swap at a time
   std::shared_ptr<const ServedModel> current_;

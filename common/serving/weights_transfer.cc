@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/util/status_macros.h"
+#include "common/util/json_errors.h"
 
 namespace rlhf::serving {
 namespace {
@@ -96,7 +97,8 @@ absl::Status ChunkSafetensors(absl::string_view safetensors, const v1::WeightsHe
       spec->set_byte_size(static_cast<int64_t>(end - offset));
     }
   } catch (const nlohmann::json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("weights: bad safetensors header: ", e.what()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("weights: bad safetensors header: ", util::JsonErrorText(e.what())));
   }
   header->set_total_bytes(static_cast<int64_t>(data.size()));
   header->set_sha256(Sha256(data));

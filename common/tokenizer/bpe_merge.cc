@@ -10,6 +10,10 @@ bool MergeTable::Add(int32_t left, int32_t right, int32_t rank, int32_t merged) 
   return merges_.try_emplace(Key(left, right), Merge{rank, merged}).second;
 }
 
+void MergeTable::Put(int32_t left, int32_t right, int32_t rank, int32_t merged) {
+  merges_.insert_or_assign(Key(left, right), Merge{rank, merged});
+}
+
 void ApplyMergesQuadratic(const MergeTable& table, std::vector<int32_t>* symbols) {
   std::vector<int32_t>& s = *symbols;
   while (s.size() > 1) {

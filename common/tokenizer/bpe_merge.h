@@ -22,6 +22,11 @@ class MergeTable {
   // Adds a merge; returns false (and keeps the earlier one) when the pair is already there.
   bool Add(int32_t left, int32_t right, int32_t rank, int32_t merged);
 
+  // Adds a merge, replacing an earlier one of the same pair (Hugging Face tokenizers keeps the last).
+  void Put(int32_t left, int32_t right, int32_t rank, int32_t merged);
+
+  void Reserve(size_t n) { merges_.reserve(n); }
+
   // The merge of (left, right), or nullptr.
   const Merge* Find(int32_t left, int32_t right) const {
     const auto it = merges_.find(Key(left, right));

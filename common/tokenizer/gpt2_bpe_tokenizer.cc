@@ -9,38 +9,19 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/tokenizer/byte_level.h"
 #include "common/tokenizer/utf8.h"
 #include "common/util/file_util.h"
 #include "common/util/status_macros.h"
+#include "common/util/json_errors.h"
 #include "nlohmann/json.hpp"
 
 namespace rlhf::tokenizer {
 namespace {
 
+using internal::ByteAlphabet;
+using internal::GetByteAlphabet;
 using internal::QuoteForMessage;
-
-// GPT-2's bytes_to_unicode(): printable Latin-1 bytes map to themselves, the other 68 bytes to U+0100.. in order,
-// so that every token is a printable string.
-struct ByteAlphabet {
-  static constexpr uint32_t kMaxCodePoint = 256 + 68;
-  std::array<uint32_t, 256> byte_to_code_point{};
-  std::array<int16_t, kMaxCodePoint> code_point_to_byte{};
-
-  ByteAlphabet() {
-    code_point_to_byte.fill(-1);
-    uint32_t next_extra = 256;
-    for (uint32_t b = 0; b < 256; ++b) {
-      const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-      byte_to_code_point[b] = printable ? b : next_extra++;
-      code_point_to_byte[byte_to_code_point[b]] = static_cast<int16_t>(b);
-    }
-  }
-};
-
-const ByteAlphabet& GetByteAlphabet() {
-  static const ByteAlphabet* const alphabet = new ByteAlphabet();
-  return *alphabet;
-}
 
 using TokenToId = absl::flat_hash_map<std::string, int32_t>;
 
@@ -51,7 +32,7 @@ absl::Status ParseEncoder(absl::string_view encoder_json, TokenToId* token_to_id
   try {
     json = nlohmann::json::parse(encoder_json.begin(), encoder_json.end());
   } catch (const nlohmann::json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("not valid JSON: ", e.what()));
+    return absl::InvalidArgumentError(absl::StrCat("not valid JSON: ", util::JsonErrorText(e.what())));
   }
   if (!json.is_object()) {
     return absl::InvalidArgumentError(

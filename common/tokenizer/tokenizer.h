@@ -20,6 +20,7 @@ namespace rlhf::tokenizer {
 inline constexpr char kGpt2BpeKind[] = "gpt2-bpe";
 inline constexpr char kByteKind[] = "byte";
 inline constexpr char kWordKind[] = "word";
+inline constexpr char kHfBpeKind[] = "hf-bpe";
 
 // Maps text (UTF-8 bytes) to token ids in [0, VocabSize()) and back.
 //
@@ -56,17 +57,41 @@ class Tokenizer {
   // The beginning-of-text id, if the vocabulary has one (the word tokenizer's <bos>; GPT-2 and byte: none).
   virtual std::optional<int32_t> BosId() const { return std::nullopt; }
 
-  // What kind of tokenizer this is: kGpt2BpeKind ("gpt2-bpe"), kByteKind ("byte") or kWordKind ("word").
+  // What kind of tokenizer this is: kGpt2BpeKind ("gpt2-bpe"), kByteKind ("byte"), kWordKind ("word") or
+  // kHfBpeKind ("hf-bpe").
   virtual std::string Kind() const = 0;
+
+  // The ids Hugging Face's `encode(text, add_special_tokens=True)` puts before / after the ids of one text (the
+  // tokenizer.json post-processor's single-sequence template: e.g. {<|begin_of_text|>} before for Llama 3 files with
+  // a TemplateProcessing post-processor). Empty for tokenizers without a post-processor. Encode and EncodeOrdinary
+  // never add them: a caller that wants add_special_tokens=True prepends / appends them itself.
+  virtual std::vector<int32_t> TextPrefixIds() const { return {}; }
+  virtual std::vector<int32_t> TextSuffixIds() const { return {}; }
+
+  // Whether encoding a text with special tokens starts it with BosId() (TextPrefixIds() begins with it).
+  bool AddsBosToText() const {
+    const std::optional<int32_t> bos = BosId();
+    const std::vector<int32_t> prefix = TextPrefixIds();
+    return bos.has_value() && !prefix.empty() && prefix.front() == *bos;
+  }
 };
 
 // Loads the tokenizer of a model directory:
 //   - `encoder.json` and `vocab.bpe` -> GPT-2 byte-level BPE (LoadGpt2Tokenizer);
 //   - otherwise `tokenizer.json` with `"type": "byte"` -> ByteTokenizer (see byte_tokenizer.h for the format), or
-//     with `"type": "word"` -> WordTokenizer (word_tokenizer.h).
+//     with `"type": "word"` -> WordTokenizer (word_tokenizer.h), or a Hugging Face tokenizer.json (one with a
+//     "model" object) -> HfBpeTokenizer (hf_bpe_tokenizer.h), with `tokenizer_config.json` when present.
 // NotFound, naming the directory and the files looked for, when neither is there; InvalidArgument naming the file
 // when a file is there but malformed.
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& model_dir);
+
+// The files of a model folder that make up its tokenizer and chat template, whichever kind it is: tokenizer.json,
+// tokenizer_config.json, chat_template.jinja, chat_template.json, encoder.json, vocab.bpe. Copy those present when
+// copying a checkpoint, so that the copy tokenizes and renders chats as the original does.
+const std::vector<std::string>& TokenizerFileNames();
+
+// Copies the TokenizerFileNames() present in `from_dir` into `to_dir` (each atomically; `to_dir` must exist).
+absl::Status CopyTokenizerFiles(const std::string& from_dir, const std::string& to_dir);
 
 // Loads GPT-2's byte-level BPE from its vocabulary (`encoder.json`) and merges (`vocab.bpe`) files.
 // NotFound when a file is missing; InvalidArgument naming the file (and line) when one is malformed.

@@ -28,6 +28,11 @@ std::optional<std::vector<uint32_t>> DecodeUtf8(absl::string_view bytes);
 // Appends the UTF-8 encoding of `code_point` (< 0x110000) to `out`.
 void AppendUtf8(uint32_t code_point, std::string* out);
 
+// Whether `code_point` has Unicode's White_Space property (U+0009..U+000D, U+0020, U+0085, U+00A0, U+1680,
+// U+2000..U+200A, U+2028, U+2029, U+202F, U+205F, U+3000): what `\s` matches in Oniguruma and in Rust's regex
+// crate, which Hugging Face tokenizers use. U+FEFF and U+200B are not white space; U+0085 is.
+bool IsUnicodeWhiteSpace(uint32_t code_point);
+
 // `text` made safe to quote in an error message: cut to `max_bytes` (marked with "..."), control characters (and
 // every byte >= 0x80 when the text is not valid UTF-8) escaped C-style.
 std::string QuoteForMessage(absl::string_view text, size_t max_bytes = 64);

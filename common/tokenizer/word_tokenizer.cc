@@ -6,6 +6,7 @@
 #include "common/tokenizer/utf8.h"
 #include "common/util/file_util.h"
 #include "common/util/status_macros.h"
+#include "common/util/json_errors.h"
 #include "nlohmann/json.hpp"
 
 namespace rlhf::tokenizer {
@@ -129,7 +130,7 @@ absl::StatusOr<std::unique_ptr<WordTokenizer>> WordTokenizer::FromJson(absl::str
   try {
     json = nlohmann::json::parse(json_text.begin(), json_text.end());
   } catch (const nlohmann::json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("not valid JSON: ", e.what()));
+    return absl::InvalidArgumentError(absl::StrCat("not valid JSON: ", util::JsonErrorText(e.what())));
   }
   if (!json.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat("expected a JSON object, got a JSON ", json.type_name()));

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/model/sampler.h"
 #include "common/model/token_ids.h"
 #include "common/model/torch_boundary.h"
 #include "common/rl/lm_losses.h"
@@ -131,8 +132,9 @@ absl::Status ValidatePpoOptions(const PpoOptions& o) {
   if (!(o.value_loss_coef >= 0)) return bad("value_loss_coef", absl::StrCat("must be >= 0, got ", o.value_loss_coef));
   if (o.ppo_epochs <= 0) return bad("ppo_epochs", absl::StrCat("must be > 0, got ", o.ppo_epochs));
   if (o.minibatch_size <= 0) return bad("minibatch_size", absl::StrCat("must be > 0, got ", o.minibatch_size));
-  if (!(o.sampling_temperature > 0)) {
-    return bad("sampling_temperature", absl::StrCat("must be > 0, got ", o.sampling_temperature));
+  if (!(o.sampling_temperature >= model::kMinTemperature) || !std::isfinite(o.sampling_temperature)) {
+    return bad("sampling_temperature",
+               absl::StrCat("must be finite and >= ", model::kMinTemperature, ", got ", o.sampling_temperature));
   }
   if (!std::isfinite(o.no_stop_token_penalty)) return bad("no_stop_token_penalty", "must be finite");
   if (!(o.policy_ema_decay >= 0 && o.policy_ema_decay < 1)) {

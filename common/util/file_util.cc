@@ -1,15 +1,21 @@
 #include "common/util/file_util.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <system_error>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace rlhf::util {
@@ -45,6 +51,24 @@ bool PathExists(const std::string& path) {
 bool IsDirectory(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+bool IsEmptyOrMissingDirectory(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return errno == ENOENT;
+  if (!S_ISDIR(st.st_mode)) return false;
+  DIR* dir = ::opendir(path.c_str());
+  if (dir == nullptr) return false;
+  bool empty = true;
+  while (const dirent* entry = ::readdir(dir)) {
+    const std::string name = entry->d_name;
+    if (name != "." && name != "..") {
+      empty = false;
+      break;
+    }
+  }
+  ::closedir(dir);
+  return empty;
 }
 
 absl::Status RemoveFile(const std::string& path) {
@@ -127,6 +151,71 @@ absl::Status WriteFileAtomically(const std::string& path, absl::string_view cont
     return ErrnoStatus("cannot rename onto", path, err);
   }
   return SyncDirectory(DirName(path));
+}
+
+absl::Status WriteDirectoryAtomically(const std::string& dir,
+                                      const std::function<absl::Status(const std::string& tmp)>& fill) {
+  std::string clean = dir;
+  while (clean.size() > 1 && clean.back() == '/') clean.pop_back();
+  if (PathExists(clean)) return absl::AlreadyExistsError(absl::StrCat("directory ", clean, " already exists"));
+  const std::string parent = DirName(clean);
+  if (absl::Status s = MakeDirectories(parent); !s.ok()) return s;
+  const std::string tmp = absl::StrCat(parent, "/.tmp-", BaseName(clean), "-", ::getpid());
+  std::error_code ignored;
+  std::filesystem::remove_all(tmp, ignored);  // left by an earlier attempt of this process
+  if (absl::Status s = MakeDirectories(tmp); !s.ok()) return s;
+  absl::Status filled = fill(tmp);
+  if (filled.ok()) filled = SyncDirectory(tmp);
+  if (filled.ok() && ::rename(tmp.c_str(), clean.c_str()) != 0) filled = ErrnoStatus("cannot rename onto", clean, errno);
+  if (!filled.ok()) {
+    std::filesystem::remove_all(tmp, ignored);
+    return filled;
+  }
+  return SyncDirectory(parent);
+}
+
+namespace {
+
+bool AllDigits(absl::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); });
+}
+
+}  // namespace
+
+bool IsTempName(absl::string_view name) {
+  // "<file>.tmp.<pid>.<n>"
+  const size_t tmp = name.rfind(".tmp.");
+  if (tmp != absl::string_view::npos && tmp > 0) {
+    absl::string_view rest = name.substr(tmp + 5);
+    const size_t dot = rest.find('.');
+    if (dot != absl::string_view::npos && AllDigits(rest.substr(0, dot)) && AllDigits(rest.substr(dot + 1))) {
+      return true;
+    }
+  }
+  // ".tmp-<folder>-<pid>"
+  if (absl::StartsWith(name, ".tmp-")) {
+    const size_t dash = name.rfind('-');
+    return dash > 5 && AllDigits(name.substr(dash + 1));
+  }
+  return false;
+}
+
+absl::StatusOr<std::vector<std::string>> RemoveTempFiles(const std::string& dir) {
+  std::vector<std::string> found;
+  std::error_code error;
+  std::filesystem::recursive_directory_iterator it(dir, error), end;
+  if (error) return ErrnoStatus("cannot list", dir, error.value());
+  for (; it != end; it.increment(error)) {
+    if (error) return ErrnoStatus("cannot list", dir, error.value());
+    if (!IsTempName(it->path().filename().string())) continue;
+    found.push_back(it->path().string());
+    if (it->is_directory(error)) it.disable_recursion_pending();
+  }
+  for (const std::string& path : found) {
+    std::filesystem::remove_all(path, error);
+    if (error) return ErrnoStatus("cannot remove", path, error.value());
+  }
+  return found;
 }
 
 absl::Status MakeDirectories(const std::string& dir) {

@@ -31,6 +31,44 @@ grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context, const abs
 
 }  // namespace
 
+absl::StatusOr<absl::Duration> NextTaskWait(const v1::NextTaskRequest& request) {
+  const absl::Duration wait = FromProto(request.wait());
+  if (wait < absl::ZeroDuration()) return absl::InvalidArgumentError("wait: must be >= 0");
+  return wait;
+}
+
+absl::Status ValidateSubmitRanking(const v1::SubmitRankingRequest& request) {
+  if (request.task_id().empty()) return absl::InvalidArgumentError("task_id: required");
+  return absl::OkStatus();
+}
+
+std::vector<std::pair<std::string, int32_t>> RanksFromProto(const v1::SubmitRankingRequest& request) {
+  std::vector<std::pair<std::string, int32_t>> ranks;
+  for (const v1::CandidateRank& r : request.ranks()) ranks.emplace_back(r.candidate_id(), r.rank());
+  return ranks;
+}
+
+NewBatch NewBatchFromProto(const v1::EnqueueTasksRequest& request) {
+  NewBatch batch;
+  batch.batch_id = request.batch_id();
+  batch.run_id = request.run_id();
+  batch.round = request.round();
+  batch.instructions = request.instructions();
+  batch.task_timeout = FromProto(request.task_timeout());
+  for (const v1::TaskSpec& spec : request.tasks()) {
+    RankingTask t;
+    t.prompt = spec.prompt();
+    t.responses.assign(spec.responses().begin(), spec.responses().end());
+    batch.tasks.push_back(std::move(t));
+  }
+  return batch;
+}
+
+absl::Status ValidateBatchId(const std::string& batch_id) {
+  if (batch_id.empty()) return absl::InvalidArgumentError("batch_id: required");
+  return absl::OkStatus();
+}
+
 struct LabelingServiceImpl::Metrics {
   explicit Metrics(prometheus::Registry& registry)
       : tasks(prometheus::BuildGauge()
@@ -157,9 +195,9 @@ grpc::ServerUnaryReactor* LabelingServiceImpl::NextTask(grpc::CallbackServerCont
                                                         v1::LabelingTask* response) {
   absl::StatusOr<std::string> labeler = Labeler(*context, request->labeler_id());
   if (!labeler.ok()) return Answer(context, labeler.status());
-  absl::Duration wait = FromProto(request->wait());
-  if (wait < absl::ZeroDuration()) return Answer(context, absl::InvalidArgumentError("wait: must be >= 0"));
-  wait = std::min(wait, options_.max_next_task_wait);
+  absl::StatusOr<absl::Duration> asked = NextTaskWait(*request);
+  if (!asked.ok()) return Answer(context, asked.status());
+  absl::Duration wait = std::min(*asked, options_.max_next_task_wait);
   // Answer NOT_FOUND a little before the caller's deadline rather than let the call fail with DEADLINE_EXCEEDED.
   const absl::Time call_deadline = absl::FromChrono(context->deadline());
   wait = std::max(absl::ZeroDuration(), std::min(wait, call_deadline - absl::Now() - absl::Milliseconds(50)));
@@ -171,12 +209,10 @@ grpc::ServerUnaryReactor* LabelingServiceImpl::NextTask(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* LabelingServiceImpl::SubmitRanking(grpc::CallbackServerContext* context,
                                                              const v1::SubmitRankingRequest* request,
                                                              v1::SubmitRankingResponse* response) {
-  if (request->task_id().empty()) return Answer(context, absl::InvalidArgumentError("task_id: required"));
+  if (absl::Status valid = ValidateSubmitRanking(*request); !valid.ok()) return Answer(context, valid);
   absl::StatusOr<std::string> labeler = Labeler(*context, request->labeler_id());
   if (!labeler.ok()) return Answer(context, labeler.status());
-  std::vector<std::pair<std::string, int32_t>> ranks;
-  for (const v1::CandidateRank& r : request->ranks()) ranks.emplace_back(r.candidate_id(), r.rank());
-  absl::StatusOr<int64_t> completed = queue_->Submit(request->task_id(), *labeler, ranks);
+  absl::StatusOr<int64_t> completed = queue_->Submit(request->task_id(), *labeler, RanksFromProto(*request));
   if (!completed.ok()) return Answer(context, completed.status());
   response->set_task_id(request->task_id());
   response->set_completed(*completed);
@@ -198,19 +234,7 @@ grpc::ServerUnaryReactor* LabelingServiceImpl::GetQueueStats(grpc::CallbackServe
 grpc::ServerUnaryReactor* LabelingServiceImpl::EnqueueTasks(grpc::CallbackServerContext* context,
                                                             const v1::EnqueueTasksRequest* request,
                                                             v1::EnqueueTasksResponse* response) {
-  NewBatch batch;
-  batch.batch_id = request->batch_id();
-  batch.run_id = request->run_id();
-  batch.round = request->round();
-  batch.instructions = request->instructions();
-  batch.task_timeout = FromProto(request->task_timeout());
-  for (const v1::TaskSpec& spec : request->tasks()) {
-    RankingTask t;
-    t.prompt = spec.prompt();
-    t.responses.assign(spec.responses().begin(), spec.responses().end());
-    batch.tasks.push_back(std::move(t));
-  }
-  absl::StatusOr<BatchInfo> info = queue_->Enqueue(batch);
+  absl::StatusOr<BatchInfo> info = queue_->Enqueue(NewBatchFromProto(*request));
   if (!info.ok()) return Answer(context, info.status());
   for (const std::string& id : info->task_ids) response->add_task_ids(id);
   response->set_already_existed(info->already_existed);
@@ -221,7 +245,7 @@ grpc::ServerUnaryReactor* LabelingServiceImpl::EnqueueTasks(grpc::CallbackServer
 grpc::ServerUnaryReactor* LabelingServiceImpl::GetRankings(grpc::CallbackServerContext* context,
                                                            const v1::GetRankingsRequest* request,
                                                            v1::GetRankingsResponse* response) {
-  if (request->batch_id().empty()) return Answer(context, absl::InvalidArgumentError("batch_id: required"));
+  if (absl::Status valid = ValidateBatchId(request->batch_id()); !valid.ok()) return Answer(context, valid);
   absl::StatusOr<BatchRankings> rankings = queue_->Rankings(request->batch_id());
   if (!rankings.ok()) return Answer(context, rankings.status());
   for (const SubmittedRanking& r : rankings->rankings) {
@@ -242,7 +266,7 @@ grpc::ServerUnaryReactor* LabelingServiceImpl::GetRankings(grpc::CallbackServerC
 grpc::ServerUnaryReactor* LabelingServiceImpl::CancelTasks(grpc::CallbackServerContext* context,
                                                            const v1::CancelTasksRequest* request,
                                                            v1::CancelTasksResponse* response) {
-  if (request->batch_id().empty()) return Answer(context, absl::InvalidArgumentError("batch_id: required"));
+  if (absl::Status valid = ValidateBatchId(request->batch_id()); !valid.ok()) return Answer(context, valid);
   absl::StatusOr<int64_t> withdrawn = queue_->Cancel(request->batch_id());
   if (!withdrawn.ok()) return Answer(context, withdrawn.status());
   response->set_withdrawn(*withdrawn);

@@ -7,6 +7,9 @@
 #define RLHF_SERVICES_LABELING_LABELING_SERVICE_IMPL_H_
 
 #include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -29,6 +32,20 @@ struct LabelingServiceOptions {
   // is required and taken as given.
   std::shared_ptr<const runtime::Authenticator> authenticator;
 };
+
+// The handlers' own checks and conversions, run before the queue's (which check the rest): plain functions, so that
+// the fuzz target (tests/fuzz/labeling_service_fuzzer.cc) runs exactly what the handlers run. The labeler is the
+// caller's identity, checked by the handlers against labeler_id (without authentication labeler_id is required).
+// NextTask: InvalidArgument for a negative wait; else the wait asked for (before the service's cap).
+absl::StatusOr<absl::Duration> NextTaskWait(const v1::NextTaskRequest& request);
+// SubmitRanking: InvalidArgument for an empty task_id.
+absl::Status ValidateSubmitRanking(const v1::SubmitRankingRequest& request);
+// SubmitRanking's ranks as the queue takes them: (candidate_id, rank) in request order.
+std::vector<std::pair<std::string, int32_t>> RanksFromProto(const v1::SubmitRankingRequest& request);
+// EnqueueTasks' batch as the queue takes it.
+NewBatch NewBatchFromProto(const v1::EnqueueTasksRequest& request);
+// GetRankings and CancelTasks: InvalidArgument for an empty batch_id.
+absl::Status ValidateBatchId(const std::string& batch_id);
 
 class LabelingServiceImpl final : public v1::LabelingService::CallbackService {
  public:

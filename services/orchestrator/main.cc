@@ -3,12 +3,16 @@
 #include <memory>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/str_split.h"
 #include "common/runtime/auth.h"
 #include "common/runtime/server_main.h"
 #include "services/orchestrator/orchestrator_service_impl.h"
 #include "services/orchestrator/run_manager.h"
 
 ABSL_FLAG(std::string, runs_root, "runs", "Directory holding one directory per run");
+ABSL_FLAG(std::string, path_roots, "",
+          "Comma-separated folders whose files a run config may name (task data, a labeler's dataset, a base "
+          "model); a path outside them, symlinks resolved, is refused with PERMISSION_DENIED. Empty: --runs_root");
 ABSL_FLAG(int, max_active_runs, 4, "Runs that may be active at once");
 ABSL_FLAG(int, checkpoint_every, 5, "PPO iterations between trainer checkpoints (what a crash may cost)");
 ABSL_FLAG(bool, resume, true, "Resume unfinished runs found under --runs_root at start-up");
@@ -30,6 +34,9 @@ int main(int argc, char** argv) {
       [](const rlhf::runtime::ServiceContext& context) -> absl::StatusOr<std::vector<rlhf::runtime::OwnedService>> {
     rlhf::orchestrator::RunManagerOptions options;
     options.runs_root = absl::GetFlag(FLAGS_runs_root);
+    for (absl::string_view root : absl::StrSplit(absl::GetFlag(FLAGS_path_roots), ',', absl::SkipWhitespace())) {
+      options.path_roots.emplace_back(root);
+    }
     options.max_active_runs = absl::GetFlag(FLAGS_max_active_runs);
     options.checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);
     options.resume = absl::GetFlag(FLAGS_resume);

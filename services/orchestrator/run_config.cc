@@ -7,6 +7,7 @@
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/message_differencer.h"
 
 namespace rlhf::orchestrator {
 namespace {
@@ -82,16 +83,18 @@ v1::RunConfig WithDefaults(const v1::RunConfig& in) {
   if (c.rounds() == 0) c.set_rounds(1);
   if (c.seed() == 0) c.set_seed(1);
   // Model: for the built-in task, 2 layers x 128 wide (DESIGN.md: 64 wide was too small).
-  if (!c.model().has_config() && c.model().base_model_dir().empty() && builtin) {
+  // A config naming only a family (`model { config { model_type: "qwen3" } }`) gets the same shape.
+  if ((c.model().has_config() || c.model().base_model_dir().empty()) && builtin) {
     v1::ModelConfig* m = c.mutable_model()->mutable_config();
-    m->set_n_layer(2);
-    m->set_n_embd(128);
-    m->set_n_head(4);
-    m->set_n_positions(32);
+    if (m->n_layer() == 0) m->set_n_layer(2);
+    if (m->n_embd() == 0) m->set_n_embd(128);
+    if (m->n_head() == 0) m->set_n_head(4);
+    if (m->n_positions() == 0) m->set_n_positions(32);
   }
   if (c.model().has_config()) {
     v1::ModelConfig* m = c.mutable_model()->mutable_config();
-    if (m->layer_norm_epsilon() == 0) m->set_layer_norm_epsilon(1e-5);
+    const bool gpt2 = m->model_type().empty() || m->model_type() == "gpt2";
+    if (m->layer_norm_epsilon() == 0 && gpt2) m->set_layer_norm_epsilon(1e-5);  // others: their family's
   }
   if (c.model().tokenizer() == v1::TOKENIZER_KIND_UNSPECIFIED) {
     c.mutable_model()->set_tokenizer(builtin ? v1::TOKENIZER_KIND_WORD : v1::TOKENIZER_KIND_BYTE);
@@ -169,10 +172,11 @@ absl::Status ValidateRunConfig(const v1::RunConfig& c) {
       const v1::ModelConfig& m = c.model().config();
       if (m.n_layer() <= 0) return Bad("model.config.n_layer", "must be > 0");
       if (m.n_embd() <= 0) return Bad("model.config.n_embd", "must be > 0");
-      if (m.n_head() <= 0 || m.n_embd() % m.n_head() != 0) {
-        return Bad("model.config.n_head", "must be > 0 and divide n_embd");
+      if (m.n_head() <= 0 || (m.head_dim() == 0 && m.n_embd() % m.n_head() != 0)) {
+        return Bad("model.config.n_head", "must be > 0 and divide n_embd (or set head_dim)");
       }
       if (m.n_positions() <= 1) return Bad("model.config.n_positions", "must be > 1");
+      RETURN_IF_ERROR(ModelArchitecture(m).status());
       if (builtin && c.model().tokenizer() != v1::TOKENIZER_KIND_WORD) {
         return Bad("model.tokenizer", "the built-in task uses its word tokenizer (TOKENIZER_KIND_WORD)");
       }
@@ -216,6 +220,15 @@ absl::Status ValidateRunConfig(const v1::RunConfig& c) {
   if (ppo.prompts_per_iteration() < 2) return Bad("ppo.prompts_per_iteration", "must be >= 2");
   RETURN_IF_ERROR(CheckSampling(ppo.sampling(), "ppo.sampling"));
   if (ppo.sampling().temperature() == 0) return Bad("ppo.sampling.temperature", "PPO needs sampling (> 0)");
+  // The trainer recomputes the rollouts' log-probs at the temperature they were sampled with; another value would
+  // make every ratio wrong.
+  if (ppo.hparams().has_sampling_temperature() &&
+      ppo.hparams().sampling_temperature() != ppo.sampling().temperature()) {
+    return Bad("ppo.hparams.sampling_temperature",
+               absl::StrCat(ppo.hparams().sampling_temperature(), " differs from ppo.sampling.temperature ",
+                            ppo.sampling().temperature(),
+                            ": the rollouts' log-probs are recomputed at their sampling temperature; leave it unset"));
+  }
   const v1::PpoHyperParams& ph = ppo.hparams();
   if (ph.kl().beta() < 0) return Bad("ppo.hparams.kl.beta", "must be >= 0");
   if (ph.kl().kind() == v1::KL_CONTROLLER_KIND_ADAPTIVE && !(ph.kl().target_kl() > 0)) {
@@ -294,6 +307,119 @@ absl::Status ValidateRunConfig(const v1::RunConfig& c) {
     }
   }
   return absl::OkStatus();
+}
+
+namespace {
+
+// Keeps the first difference MessageDifferencer reports, as "config.<path>: <run's> in the run, <requested>
+// requested".
+class FirstDifference : public google::protobuf::util::MessageDifferencer::Reporter {
+ public:
+  using SpecificField = google::protobuf::util::MessageDifferencer::SpecificField;
+  void ReportAdded(const google::protobuf::Message&, const google::protobuf::Message& requested,
+                   const std::vector<SpecificField>& path) override {
+    Keep(path, "unset", Value(requested, path));
+  }
+  void ReportDeleted(const google::protobuf::Message& run, const google::protobuf::Message&,
+                     const std::vector<SpecificField>& path) override {
+    Keep(path, Value(run, path), "unset");
+  }
+  void ReportModified(const google::protobuf::Message& run, const google::protobuf::Message& requested,
+                      const std::vector<SpecificField>& path) override {
+    Keep(path, Value(run, path), Value(requested, path));
+  }
+  const std::string& text() const { return text_; }
+
+ private:
+  // The value at the end of `path`, as protobuf text (a message in brief, a scalar as it is). `message` is the one
+  // holding the last field (MessageDifferencer passes the innermost messages), or the root of `path`.
+  static std::string Value(const google::protobuf::Message& message_or_root, const std::vector<SpecificField>& path) {
+    const google::protobuf::Message* message = &message_or_root;
+    const bool innermost =
+        path.back().field != nullptr && message->GetDescriptor() == path.back().field->containing_type();
+    for (size_t i = 0; !innermost && i + 1 < path.size(); ++i) {
+      const auto* reflection = message->GetReflection();
+      const auto* field = path[i].field;
+      if (field == nullptr || field->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) return "?";
+      message = field->is_repeated() ? &reflection->GetRepeatedMessage(*message, field, path[i].index)
+                                     : &reflection->GetMessage(*message, field);
+    }
+    const SpecificField& last = path.back();
+    if (last.field == nullptr) return "?";
+    std::string out;
+    google::protobuf::TextFormat::Printer printer;
+    printer.SetSingleLineMode(true);
+    const int index = last.field->is_repeated() ? (last.index >= 0 ? last.index : last.new_index) : -1;
+    printer.PrintFieldValueToString(*message, last.field, index, &out);
+    if (out.size() > 60) out = out.substr(0, 57) + "...";
+    return out;
+  }
+  void Keep(const std::vector<SpecificField>& path, const std::string& run, const std::string& requested) {
+    if (!text_.empty()) return;
+    std::string name = "config";
+    for (const SpecificField& f : path) {
+      if (f.field == nullptr) continue;
+      absl::StrAppend(&name, ".", f.field->name());
+      if (f.field->is_repeated() && f.index >= 0) absl::StrAppend(&name, "[", f.index, "]");
+    }
+    text_ = absl::StrCat(name, ": ", run, " in the run, ", requested, " requested");
+  }
+  std::string text_;
+};
+
+}  // namespace
+
+std::string RunConfigDifference(const v1::RunConfig& run, const v1::RunConfig& requested) {
+  v1::RunConfig a = run, b = requested;
+  a.clear_services();
+  b.clear_services();
+  google::protobuf::util::MessageDifferencer differ;
+  FirstDifference reporter;
+  differ.ReportDifferencesTo(&reporter);
+  if (differ.Compare(a, b)) return "";
+  return reporter.text().empty() ? "config differs" : reporter.text();
+}
+
+std::vector<std::pair<std::string, std::string*>> ConfigPaths(v1::RunConfig* config) {
+  std::vector<std::pair<std::string, std::string*>> paths = {
+      {"config.task.sft_data_path", config->mutable_task()->mutable_sft_data_path()},
+      {"config.task.prompts_path", config->mutable_task()->mutable_prompts_path()},
+      {"config.task.eval_prompts_path", config->mutable_task()->mutable_eval_prompts_path()},
+      {"config.task.pretrain_text_path", config->mutable_task()->mutable_pretrain_text_path()},
+  };
+  if (config->labeler().has_dataset()) {
+    paths.push_back({"config.labeler.dataset.path", config->mutable_labeler()->mutable_dataset()->mutable_path()});
+  }
+  if (!config->model().base_model_dir().empty()) {
+    paths.push_back({"config.model.base_model_dir", config->mutable_model()->mutable_base_model_dir()});
+  }
+  std::vector<std::pair<std::string, std::string*>> named;
+  for (const auto& entry : paths) {
+    if (!entry.second->empty()) named.push_back(entry);
+  }
+  return named;
+}
+
+absl::StatusOr<model::ModelConfig> ModelArchitecture(const v1::ModelConfig& m) {
+  auto fail = [](const absl::Status& status) {
+    return absl::InvalidArgumentError(absl::StrCat("config.model.config: ", status.message()));
+  };
+  absl::StatusOr<model::ModelConfig> c =
+      model::ModelConfig::ForModelType(m.model_type().empty() ? "gpt2" : m.model_type());
+  if (!c.ok()) return fail(c.status());
+  if (m.num_key_value_heads() < 0 || m.head_dim() < 0 || m.intermediate_size() < 0) {
+    return absl::InvalidArgumentError(
+        "config.model.config: num_key_value_heads, head_dim and intermediate_size must be >= 0 (0: the default)");
+  }
+  c->SetShape(m.n_layer(), m.n_embd(), m.n_head(), m.num_key_value_heads(), m.head_dim(), m.intermediate_size());
+  c->max_position_embeddings = m.n_positions();
+  c->vocab_size = 1;  // the tokenizer's, set when the model is made
+  if (m.layer_norm_epsilon() > 0) c->norm_eps = m.layer_norm_epsilon();
+  c->resid_pdrop = m.resid_pdrop();
+  c->embd_pdrop = m.embd_pdrop();
+  c->attn_pdrop = m.attn_pdrop();
+  if (absl::Status status = c->Validate(); !status.ok()) return fail(status);
+  return c;
 }
 
 }  // namespace rlhf::orchestrator

@@ -1,11 +1,17 @@
 #include "services/orchestrator/run_driver.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <optional>
+#include <set>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -112,8 +118,12 @@ struct Sample {
 class Driver {
  public:
   Driver(const RunContext& context, v1::Run* run) : ctx_(context), run_(run), cfg_(context.config) {}
+  ~Driver() {
+    if (run_lock_fd_ >= 0) ::close(run_lock_fd_);  // releases the lock
+  }
 
   absl::Status Run() {
+    RETURN_IF_ERROR(LockRunDir());
     RETURN_IF_ERROR(Connect());
     RETURN_IF_ERROR(LoadProgress());
     ASSIGN_OR_RETURN(files_, PrepareRun(cfg_, ctx_.run_dir));
@@ -142,6 +152,12 @@ class Driver {
       RETURN_IF_ERROR(Ppo(round));
     }
     if (!progress_.evaluated) RETURN_IF_ERROR(Evaluate());
+    // Writers killed mid-write (this orchestrator, the trainer) left temporary files; nothing writes here now.
+    ASSIGN_OR_RETURN(std::vector<std::string> stale, util::RemoveTempFiles(ctx_.run_dir));
+    if (!stale.empty()) {
+      Emit(v1::STAGE_EVALUATION, 0, 0, 0, {},
+           absl::StrCat("removed ", stale.size(), " temporary files left by interrupted writes"));
+    }
     const std::string report = ctx_.run_dir + "/report.html";
     if (absl::Status s = report::WriteRunReport(ctx_.run_dir, report); !s.ok()) {
       Emit(v1::STAGE_EVALUATION, 0, 0, 0, {}, absl::StrCat("report not written: ", s.message()));
@@ -191,31 +207,53 @@ class Driver {
 
   absl::Status SaveProgress() { return util::WriteFileAtomically(Path("progress.json"), progress_.ToJson().dump(2)); }
 
+  // One driver at a time per run directory, in this process or another (two orchestrators on one runs root):
+  // held until the driver ends.
+  absl::Status LockRunDir() {
+    const std::string path = Path(".lock");
+    run_lock_fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (run_lock_fd_ < 0) return util::ErrnoStatus("cannot open", path, errno);
+    if (::flock(run_lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+      if (errno == EWOULDBLOCK) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("run directory ", ctx_.run_dir, " is in use by another orchestrator (", path, " is locked)"));
+      }
+      return util::ErrnoStatus("cannot lock", path, errno);
+    }
+    return absl::OkStatus();
+  }
+
+  // Whether a line of metrics.jsonl belongs to work that progress.json records as done. Lines of work that is not
+  // (a stage cut short by a crash, PPO iterations after the last trainer checkpoint) are dropped on resume, since
+  // that work is redone and logs them again.
+  bool Committed(const std::string& stage, int32_t round, int64_t step) const {
+    const Progress::Round* r = round >= 1 && round <= static_cast<int32_t>(progress_.rounds.size())
+                                   ? &progress_.rounds[round - 1]
+                                   : nullptr;
+    if (stage == StageName(v1::STAGE_PRETRAIN)) return !progress_.pretrain_checkpoint.empty();
+    if (stage == StageName(v1::STAGE_SFT)) return !progress_.sft_checkpoint.empty();
+    if (stage == StageName(v1::STAGE_COMPARISONS)) return r != nullptr && r->comparisons;
+    if (stage == StageName(v1::STAGE_REWARD_MODEL)) return r != nullptr && !r->reward_checkpoint.empty();
+    if (stage == StageName(v1::STAGE_PPO)) return r != nullptr && (r->ppo_done || step <= r->ppo_iteration);
+    if (stage == StageName(v1::STAGE_EVALUATION)) return progress_.evaluated;
+    return true;  // not ours to judge
+  }
+
   absl::Status OpenMetrics() {
     const std::string path = Path("metrics.jsonl");
-    // Iterations after the last trainer checkpoint are redone on resume: drop their lines first.
     if (util::PathExists(path)) {
       ASSIGN_OR_RETURN(std::string text, util::ReadFile(path));
       std::string kept;
       bool dropped = false;
       for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
         Json j = Json::parse(line, nullptr, false);
-        if (j.is_discarded()) {  // a torn last line
+        if (j.is_discarded() || !j.is_object()) {  // a torn last line
           dropped = true;
           continue;
         }
-        if (j.value("stage", std::string()) == "ppo") {
-          const int32_t round = j.value("round", 0);
-          const int64_t step = j.value("step", int64_t{0});
-          if (round >= 1 && round <= static_cast<int32_t>(progress_.rounds.size()) &&
-              !progress_.rounds[round - 1].ppo_done && step > progress_.rounds[round - 1].ppo_iteration) {
-            dropped = true;
-            continue;
-          }
-          if (round > static_cast<int32_t>(progress_.rounds.size())) {
-            dropped = true;
-            continue;
-          }
+        if (!Committed(j.value("stage", std::string()), j.value("round", 0), j.value("step", int64_t{0}))) {
+          dropped = true;
+          continue;
         }
         absl::StrAppend(&kept, line, "\n");
       }
@@ -257,8 +295,16 @@ class Driver {
     return absl::OkStatus();
   }
 
+  // Adds a checkpoint to the run's lineage, replacing the record of the same step from an attempt cut short.
   void RecordCheckpoint(v1::Stage stage, int32_t round, int64_t step, const std::string& path, const v1::ModelId& id,
                         const std::map<std::string, double>& metrics) {
+    auto* records = run_->mutable_checkpoints();
+    for (int i = records->size() - 1; i >= 0; --i) {
+      const v1::CheckpointRecord& old = records->Get(i);
+      if ((old.stage() == stage && old.round() == round && old.step() == step) || old.path() == path) {
+        records->DeleteSubrange(i, 1);
+      }
+    }
     v1::CheckpointRecord* c = run_->add_checkpoints();
     c->set_stage(stage);
     c->set_round(round);
@@ -269,15 +315,13 @@ class Driver {
     *c->mutable_create_time() = Now();
   }
 
-  absl::StatusOr<std::vector<std::string>> ReadPromptFile(const std::string& path) {
+  absl::StatusOr<std::vector<data::PromptRecord>> ReadPromptFile(const std::string& path) {
     data::ReadOptions options;
     options.policy = cfg_.task().bad_record_policy() == v1::BAD_RECORD_POLICY_SKIP ? data::BadRecordPolicy::kSkip
                                                                                   : data::BadRecordPolicy::kFail;
     ASSIGN_OR_RETURN(data::PromptReadResult read, data::ReadPrompts(path, options));
-    std::vector<std::string> out;
-    for (auto& r : read.records) out.push_back(std::move(r.prompt));
-    if (out.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": no prompts"));
-    return out;
+    if (read.records.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": no prompts"));
+    return std::move(read.records);
   }
 
   absl::Status LoadPrompts() {
@@ -287,7 +331,7 @@ class Driver {
       ASSIGN_OR_RETURN(eval_prompts_, ReadPromptFile(files_.eval_prompts));
     } else {
       // A seeded share of the PPO prompts, held out from PPO.
-      std::vector<std::string> train;
+      std::vector<data::PromptRecord> train;
       for (size_t i = 0; i < ppo_prompts_.size(); ++i) {
         ((i * 2654435761u + cfg_.seed()) % 10 == 0 ? eval_prompts_ : train).push_back(ppo_prompts_[i]);
       }
@@ -301,7 +345,8 @@ class Driver {
   // ---- services -------------------------------------------------------------------------------------------------
 
   // Samples `n` responses to each prompt with the generation service, in calls of at most 64 prompts.
-  absl::StatusOr<std::vector<std::vector<Sample>>> Generate(const std::vector<std::string>& prompts, int32_t n,
+  // A chat prompt goes as its messages, rendered by the generation service with the policy's chat template.
+  absl::StatusOr<std::vector<std::vector<Sample>>> Generate(const std::vector<data::PromptRecord>& prompts, int32_t n,
                                                             const v1::SamplingParams& sampling, uint64_t seed) {
     std::vector<std::vector<Sample>> out;
     constexpr size_t kPerCall = 64;
@@ -309,7 +354,16 @@ class Driver {
       RETURN_IF_ERROR(CheckCancelled());
       v1::GenerateRequest request;
       for (size_t i = start; i < std::min(prompts.size(), start + kPerCall); ++i) {
-        request.add_prompts()->set_text(prompts[i]);
+        v1::TextOrTokens* prompt = request.add_prompts();
+        if (prompts[i].messages.empty()) {
+          prompt->set_text(prompts[i].prompt);
+        } else {
+          for (const data::ChatTurn& turn : prompts[i].messages) {
+            v1::ChatMessage* m = prompt->mutable_messages()->add_messages();
+            m->set_role(turn.role);
+            m->set_content(turn.content);
+          }
+        }
       }
       request.set_num_samples(n);
       *request.mutable_sampling() = sampling;
@@ -353,9 +407,20 @@ class Driver {
       seq->mutable_response_token_ids()->Add(s->ids.begin(), s->ids.end());
     }
     v1::LogProbsResponse response;
-    auto context = Call();
-    grpc::Status status = reference_->LogProbs(context.get(), request, &response);
-    if (!status.ok()) return RpcError("reference", cfg_.services().reference(), "LogProbs", status);
+    for (int attempt = 0;; ++attempt) {
+      auto context = Call();
+      grpc::Status status = reference_->LogProbs(context.get(), request, &response);
+      if (!status.ok()) return RpcError("reference", cfg_.services().reference(), "LogProbs", status);
+      // A replica older than the SFT model we loaded (restarted since, or joined later) answers for its initial
+      // model: load the SFT model into every replica and ask again.
+      if (response.model_id().version() >= reference_version_) break;
+      if (attempt > 0) {
+        return absl::AbortedError(absl::StrCat("reference service at ", cfg_.services().reference(),
+                                               " answers with model version ", response.model_id().version(),
+                                               " after loading the SFT model (version ", reference_version_, ")"));
+      }
+      RETURN_IF_ERROR(SyncReference());
+    }
     std::vector<std::vector<float>> out;
     for (const auto& r : response.results()) out.emplace_back(r.logprobs().begin(), r.logprobs().end());
     return out;
@@ -423,8 +488,8 @@ class Driver {
   }
 
   absl::Status SyncReference() {
-    return ForEachReplica(cfg_.services().reference(), [&](const auto& channel, const std::string& replica)
-                              -> absl::StatusOr<int64_t> {
+    auto lowest = ForEachReplica(cfg_.services().reference(), [&](const auto& channel, const std::string& replica)
+                                     -> absl::StatusOr<int64_t> {
       v1::UpdateWeightsFromCheckpointRequest request;
       request.set_path(progress_.sft_checkpoint);
       v1::UpdateWeightsResponse response;
@@ -433,7 +498,10 @@ class Driver {
           v1::ReferenceLogprobService::NewStub(channel)->UpdateWeightsFromCheckpoint(context.get(), request, &response);
       if (!status.ok()) return RpcError("reference", replica, "UpdateWeightsFromCheckpoint", status);
       return response.model_id().version();
-    }).status();
+    });
+    if (!lowest.ok()) return lowest.status();
+    reference_version_ = *lowest;
+    return absl::OkStatus();
   }
 
   // Every reward replica reloads `checkpoint`; Score then asks for at least the lowest version they report, so a
@@ -470,6 +538,11 @@ class Driver {
     for (v1::WeightsChunk chunk; reader->Read(&chunk);) chunks.push_back(std::move(chunk));
     grpc::Status read_status = reader->Finish();
     if (!read_status.ok()) return RpcError("trainer", cfg_.services().trainer(), "ExportWeights", read_status);
+    if (chunks.empty() || !chunks[0].has_header()) {
+      return absl::InternalError(absl::StrCat("trainer service at ", cfg_.services().trainer(),
+                                              " (ExportWeights): the stream has no header"));
+    }
+    RETURN_IF_ERROR(CheckTrainerVersion(chunks[0].header().model_id().version(), "ExportWeights"));
     auto lowest = ForEachReplica(cfg_.services().generation(), [&](const auto& channel, const std::string& replica)
                                      -> absl::StatusOr<int64_t> {
       v1::UpdateWeightsResponse response;
@@ -496,7 +569,22 @@ class Driver {
     auto context = Call();
     grpc::Status status = trainer_->LoadCheckpoint(context.get(), request, &response);
     if (!status.ok()) return RpcError("trainer", cfg_.services().trainer(), "LoadCheckpoint", status);
+    trainer_version_ = response.model_id().version();
     return response;
+  }
+
+  // The trainer holds what our calls gave it (policy, value model, optimiser state) only while its policy version is
+  // the one our last call left: a trainer restarted since starts over from its initial model and reports another.
+  // Then the run cannot go on from here: Aborted, and the run resumes from its last completed step (which reloads
+  // the trainer). A call that does not change the policy checks `reported` with this.
+  absl::Status CheckTrainerVersion(int64_t reported, const char* method) {
+    if (trainer_version_ == 0 || reported == trainer_version_) {
+      trainer_version_ = reported;
+      return absl::OkStatus();
+    }
+    return absl::AbortedError(absl::StrCat("trainer service at ", cfg_.services().trainer(), " (", method,
+                                           ") reports policy version ", reported, " where ", trainer_version_,
+                                           " was expected: it restarted and lost its state"));
   }
 
   // Streams a training RPC's events into progress and metrics; returns the final summary.
@@ -541,6 +629,7 @@ class Driver {
     std::filesystem::remove_all(Path("checkpoints/sft"), ignored);
     ASSIGN_OR_RETURN(v1::TrainingSummary summary,
                      Train(request, &v1::PpoTrainerService::Stub::TrainSft, v1::STAGE_SFT, 0, "TrainSft"));
+    trainer_version_ = summary.model_id().version();
     RecordCheckpoint(v1::STAGE_SFT, 0, 0, summary.checkpoint_path(), summary.model_id(),
                      {summary.metrics().begin(), summary.metrics().end()});
     progress_.sft_checkpoint = summary.checkpoint_path();
@@ -587,6 +676,7 @@ class Driver {
     std::filesystem::remove_all(Path("checkpoints/pretrain"), ignored);
     ASSIGN_OR_RETURN(v1::TrainingSummary summary,
                      Train(request, &v1::PpoTrainerService::Stub::TrainSft, v1::STAGE_PRETRAIN, 0, "TrainSft"));
+    trainer_version_ = summary.model_id().version();
     RecordCheckpoint(v1::STAGE_PRETRAIN, 0, cfg_.pretrain().steps(), summary.checkpoint_path(), summary.model_id(),
                      {summary.metrics().begin(), summary.metrics().end()});
     progress_.pretrain_checkpoint = summary.checkpoint_path();
@@ -594,12 +684,12 @@ class Driver {
   }
 
   // Samples one response per held-out prompt from the generation service's current policy.
-  static std::string SamplesJsonl(const std::vector<std::string>& prompts,
+  static std::string SamplesJsonl(const std::vector<data::PromptRecord>& prompts,
                                   const std::vector<std::vector<Sample>>& samples) {
     std::string lines;
     for (size_t i = 0; i < samples.size(); ++i) {
       for (const Sample& s : samples[i]) {
-        Json j = {{"prompt", prompts[i]}, {"text", s.text}, {"ids", s.ids}, {"prompt_ids", s.prompt_ids},
+        Json j = {{"prompt", prompts[i].prompt}, {"text", s.text}, {"ids", s.ids}, {"prompt_ids", s.prompt_ids},
                   {"logprobs", s.logprobs}, {"stopped", s.stopped}};
         absl::StrAppend(&lines, j.dump(), "\n");
       }
@@ -697,7 +787,7 @@ class Driver {
   // The round's samples to be judged: generated once and kept in comparisons/round-<n>.samples.jsonl, so a resumed
   // run asks its labeler about exactly the responses it asked about before (people may have answered some).
   absl::StatusOr<std::vector<std::vector<Sample>>> ComparisonSamples(int32_t round,
-                                                                    const std::vector<std::string>& prompts) {
+                                                                    const std::vector<data::PromptRecord>& prompts) {
     const int32_t k = cfg_.comparisons().responses_per_prompt();
     const std::string path = Path(absl::StrCat("comparisons/round-", round, ".samples.jsonl"));
     std::vector<std::vector<Sample>> samples;
@@ -714,7 +804,7 @@ class Driver {
     }
     constexpr size_t kBatch = 256;
     for (size_t start = 0; start < prompts.size(); start += kBatch) {
-      const std::vector<std::string> part(prompts.begin() + start,
+      const std::vector<data::PromptRecord> part(prompts.begin() + start,
                                           prompts.begin() + std::min(prompts.size(), start + kBatch));
       ASSIGN_OR_RETURN(auto generated, Generate(part, k, cfg_.comparisons().sampling(),
                                                 cfg_.seed() * 31 + round * 7919 + start));
@@ -736,14 +826,15 @@ class Driver {
     }
     ASSIGN_OR_RETURN(std::unique_ptr<labeling::Labeler> labeler, MakeLabeler(round));
     const int32_t n = cfg_.comparisons().num_prompts();
-    std::vector<std::string> prompts;
+    std::vector<data::PromptRecord> prompts;
     const size_t offset = static_cast<size_t>(round - 1) * n;
     for (int32_t i = 0; i < n; ++i) prompts.push_back(comparison_prompts_[(offset + i) % comparison_prompts_.size()]);
     ASSIGN_OR_RETURN(auto samples, ComparisonSamples(round, prompts));
     std::vector<labeling::RankingTask> tasks;
     for (size_t i = 0; i < prompts.size(); ++i) {
       labeling::RankingTask t;
-      t.prompt = prompts[i];
+      t.prompt = prompts[i].prompt;
+      for (const data::ChatTurn& turn : prompts[i].messages) t.messages.emplace_back(turn.role, turn.content);
       for (const Sample& s : samples[i]) t.responses.push_back(s.text);
       tasks.push_back(std::move(t));
     }
@@ -777,10 +868,19 @@ class Driver {
         c->mutable_chosen()->mutable_token_ids()->mutable_ids()->Add(w.begin(), w.end());
         c->mutable_rejected()->mutable_token_ids()->mutable_ids()->Add(l.begin(), l.end());
         c->set_labeler_id(judgements[i]->labeler_id);
-        Json line = {{"prompt", prompts[i]},
-                     {"chosen", samples[i][p.preferred].text},
-                     {"rejected", samples[i][p.other].text},
-                     {"labeler", judgements[i]->labeler_id}};
+        // The pairwise form of a comparisons file (data/records.h), which a later run can train on.
+        Json line = Json::object();
+        if (prompts[i].messages.empty()) {
+          line["prompt"] = prompts[i].prompt;
+        } else {
+          line["messages"] = Json::array();
+          for (const data::ChatTurn& turn : prompts[i].messages) {
+            line["messages"].push_back({{"role", turn.role}, {"content", turn.content}});
+          }
+        }
+        line["chosen"] = samples[i][p.preferred].text;
+        line["rejected"] = samples[i][p.other].text;
+        line["labeler"] = judgements[i]->labeler_id;
         absl::StrAppend(&readable, line.dump(), "\n");
         ++pairs;
       }
@@ -829,7 +929,17 @@ class Driver {
                      {summary.metrics().begin(), summary.metrics().end()});
     RETURN_IF_ERROR(SyncReward(summary.checkpoint_path()));
     r.reward_checkpoint = summary.checkpoint_path();
-    return SaveProgress();
+    RETURN_IF_ERROR(SaveProgress());
+    // Reward models of attempts cut short (a call of a killed orchestrator that the trainer finished) are no one's.
+    std::set<std::string> kept;
+    for (const Progress::Round& x : progress_.rounds) kept.insert(x.reward_checkpoint);
+    std::error_code error;
+    for (const auto& entry : std::filesystem::directory_iterator(Path("checkpoints/reward"), error)) {
+      if (kept.count(entry.path().string()) == 0 && !util::IsTempName(entry.path().filename().string())) {
+        std::filesystem::remove_all(entry.path(), error);
+      }
+    }
+    return absl::OkStatus();
   }
 
   absl::Status Ppo(int32_t round) {
@@ -841,7 +951,7 @@ class Driver {
          {}, r.ppo_iteration > 0 ? absl::StrCat("resuming PPO after iteration ", r.ppo_iteration) : "PPO");
     for (int64_t it = r.ppo_iteration + 1; it <= iterations; ++it) {
       RETURN_IF_ERROR(CheckCancelled());
-      std::vector<std::string> prompts;
+      std::vector<data::PromptRecord> prompts;
       const size_t offset = (static_cast<size_t>(round - 1) * iterations + static_cast<size_t>(it - 1)) * per;
       for (int32_t i = 0; i < per; ++i) prompts.push_back(ppo_prompts_[(offset + i) % ppo_prompts_.size()]);
       ASSIGN_OR_RETURN(auto samples, Generate(prompts, 1, cfg_.ppo().sampling(),
@@ -865,10 +975,13 @@ class Driver {
       }
       *request.mutable_hparams() = cfg_.ppo().hparams();
       request.mutable_hparams()->set_seed(cfg_.ppo().hparams().seed() + static_cast<uint64_t>(it));
+      // A trainer that restarted since RestoreTrainerForRound refuses (ABORTED) instead of stepping its initial model.
+      if (trainer_version_ > 0) request.set_expected_policy_version(trainer_version_);
       v1::PpoStepResponse response;
       auto context = Call();
       grpc::Status status = trainer_->PpoStep(context.get(), request, &response);
       if (!status.ok()) return RpcError("trainer", cfg_.services().trainer(), "PpoStep", status);
+      trainer_version_ = response.policy_model_id().version();
       RETURN_IF_ERROR(PushPolicy());
       const v1::PpoStats& s = response.stats();
       std::map<std::string, double> metrics = {
@@ -882,7 +995,7 @@ class Driver {
       if (files_.builtin_task) {
         double true_score = 0;
         for (size_t i = 0; i < rows.size(); ++i) {
-          auto score = task::TrueScore(prompts[i], rows[i]->text, task::ResponseForm::kGeneratedText);
+          auto score = task::TrueScore(prompts[i].prompt, rows[i]->text, task::ResponseForm::kGeneratedText);
           if (score.ok()) true_score += *score;
         }
         metrics["ppo/true_score"] = true_score / static_cast<double>(rows.size());
@@ -903,6 +1016,10 @@ class Driver {
         auto save_context = Call();
         grpc::Status save_status = trainer_->SaveCheckpoint(save_context.get(), save, &saved);
         if (!save_status.ok()) return RpcError("trainer", cfg_.services().trainer(), "SaveCheckpoint", save_status);
+        if (absl::Status s = CheckTrainerVersion(saved.model_id().version(), "SaveCheckpoint"); !s.ok()) {
+          std::filesystem::remove_all(path, ignored);  // a restarted trainer's initial model, not this iteration's
+          return s;
+        }
         const std::string previous = r.trainer_checkpoint;
         r.ppo_iteration = it;
         r.trainer_checkpoint = path;
@@ -924,6 +1041,10 @@ class Driver {
 
   absl::Status Evaluate() {
     ASSIGN_OR_RETURN(std::vector<Sample> sft, ReadEvalSamples("sft_samples.jsonl"));
+    // The final policy, from its checkpoint: the generation service may have restarted (and lost it) since PPO.
+    if (!progress_.rounds.empty() && !progress_.rounds.back().trainer_checkpoint.empty()) {
+      RETURN_IF_ERROR(SyncPolicyFromCheckpoint(progress_.rounds.back().trainer_checkpoint + "/policy"));
+    }
     RETURN_IF_ERROR(SampleEval("ppo_samples.jsonl"));
     ASSIGN_OR_RETURN(std::vector<Sample> ppo, ReadEvalSamples("ppo_samples.jsonl"));
     const size_t n = std::min({sft.size(), ppo.size(), eval_prompts_.size()});
@@ -932,8 +1053,10 @@ class Driver {
     std::vector<task::EvalSample> samples;
     if (files_.builtin_task) {
       for (size_t i = 0; i < n; ++i) {
-        ASSIGN_OR_RETURN(int32_t a, task::TrueScore(eval_prompts_[i], sft[i].text, task::ResponseForm::kGeneratedText));
-        ASSIGN_OR_RETURN(int32_t b, task::TrueScore(eval_prompts_[i], ppo[i].text, task::ResponseForm::kGeneratedText));
+        ASSIGN_OR_RETURN(int32_t a,
+                         task::TrueScore(eval_prompts_[i].prompt, sft[i].text, task::ResponseForm::kGeneratedText));
+        ASSIGN_OR_RETURN(int32_t b,
+                         task::TrueScore(eval_prompts_[i].prompt, ppo[i].text, task::ResponseForm::kGeneratedText));
         sft_scores.push_back(a);
         ppo_scores.push_back(b);
       }
@@ -947,7 +1070,7 @@ class Driver {
       ppo_scores.assign(sb.begin(), sb.end());
     }
     for (size_t i = 0; i < n; ++i) {
-      samples.push_back({eval_prompts_[i], sft[i].text, sft_scores[i], ppo[i].text, ppo_scores[i]});
+      samples.push_back({eval_prompts_[i].prompt, sft[i].text, sft_scores[i], ppo[i].text, ppo_scores[i]});
     }
     task::WinRateOptions wo;
     wo.confidence_level = cfg_.evaluation().confidence_level();
@@ -956,7 +1079,13 @@ class Driver {
     if (cfg_.labeler().has_simulated() && cfg_.labeler().simulated().noise_rate() > 0) {
       ASSIGN_OR_RETURN(std::unique_ptr<labeling::Labeler> labeler, MakeLabeler(1000));
       std::vector<labeling::RankingTask> tasks;
-      for (size_t i = 0; i < n; ++i) tasks.push_back({eval_prompts_[i], {ppo[i].text, sft[i].text}});
+      for (size_t i = 0; i < n; ++i) {
+        labeling::RankingTask t;
+        t.prompt = eval_prompts_[i].prompt;
+        t.responses = {ppo[i].text, sft[i].text};
+        for (const data::ChatTurn& turn : eval_prompts_[i].messages) t.messages.emplace_back(turn.role, turn.content);
+        tasks.push_back(std::move(t));
+      }
       ASSIGN_OR_RETURN(auto judgements, labeler->Judge(tasks, {}));
       std::vector<double> a, b;
       for (const auto& j : judgements) {
@@ -1028,7 +1157,7 @@ class Driver {
   Progress progress_;
   RunFiles files_;
   std::unique_ptr<data::JsonlAppender> metrics_;
-  std::vector<std::string> comparison_prompts_, ppo_prompts_, eval_prompts_;
+  std::vector<data::PromptRecord> comparison_prompts_, ppo_prompts_, eval_prompts_;
   std::unique_ptr<v1::PolicyGenerationService::Stub> generation_;
   std::unique_ptr<v1::ReferenceLogprobService::Stub> reference_;
   std::unique_ptr<v1::RewardScoringService::Stub> reward_;
@@ -1037,6 +1166,9 @@ class Driver {
   std::string reward_checkpoint_;    // the reward model they reloaded
   int64_t policy_version_ = 0;       // lowest version the generation replicas reported at the last update
   std::function<absl::Status()> resync_policy_;  // repeats the last policy update
+  int64_t reference_version_ = 0;    // lowest version the reference replicas reported at the last load
+  int64_t trainer_version_ = 0;      // the trainer's policy version after our last call that set it; 0: unknown
+  int run_lock_fd_ = -1;             // flock'd <run_dir>/.lock
 };
 
 }  // namespace
@@ -1074,6 +1206,10 @@ absl::Status CheckServices(const RunContext& context) {
     }
   }
   return absl::OkStatus();
+}
+
+bool ResumableError(const absl::Status& status) {
+  return absl::IsUnavailable(status) || absl::IsAborted(status);
 }
 
 absl::Status DriveRun(const RunContext& context, v1::Run* run) {

@@ -6,8 +6,11 @@
 //
 // Everything a run has done is in its directory: progress.json (which steps are complete, the checkpoints to resume
 // from), metrics.jsonl, comparisons/, checkpoints/, eval/ and report.html. Writes are atomic. Run() on a directory
-// that holds progress resumes after the last completed step: a kill at any point loses at most the PPO iterations
-// since the last trainer checkpoint, and those are redone (their metrics lines are replaced, not duplicated).
+// that holds progress resumes after the last completed step: a kill at any point loses at most the stage in progress
+// (or, in PPO, the iterations since the last trainer checkpoint), which is redone with its metrics lines replaced,
+// not duplicated. Every service is brought back to the run's state on resume (the trainer reloads its checkpoint,
+// generation, reference and reward reload theirs), and a service found to have restarted mid-stage (its model
+// version went back) stops the attempt with a ResumableError.
 #ifndef RLHF_SERVICES_ORCHESTRATOR_RUN_DRIVER_H_
 #define RLHF_SERVICES_ORCHESTRATOR_RUN_DRIVER_H_
 
@@ -37,8 +40,15 @@ struct RunContext {
 };
 
 // Runs (or resumes) the run. OK when it finished; CANCELLED when asked to stop; another error names the stage and
-// the service or file at fault. Fills `*run` (stage, step, checkpoints, evaluation) as it goes.
+// the service or file at fault (RESOURCE_EXHAUSTED for a full disk). Fills `*run` (stage, step, checkpoints,
+// evaluation) as it goes. Before it returns OK it removes the temporary files that writers killed mid-write left in
+// the run directory. One DriveRun at a time per run directory: FAILED_PRECONDITION when another holds it.
 absl::Status DriveRun(const RunContext& context, v1::Run* run);
+
+// Whether DriveRun's error is one the run gets over by resuming from its last completed step once the services
+// answer again: a service unavailable (restarting, or busy with a call of a previous orchestrator) or one that lost
+// what the run had given it (ABORTED: a restarted trainer, a reference service serving its initial model).
+bool ResumableError(const absl::Status& status);
 
 // The services the run needs, by name and address; FailedPrecondition naming the first one that is not SERVING.
 absl::Status CheckServices(const RunContext& context);

@@ -15,6 +15,7 @@
 #include "common/util/file_util.h"
 #include "common/util/status_macros.h"
 #include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "google/protobuf/util/time_util.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -144,6 +145,11 @@ void RunManager::CountRuns() {
 absl::StatusOr<std::unique_ptr<RunManager>> RunManager::Create(const RunManagerOptions& options) {
   RETURN_IF_ERROR(util::MakeDirectories(options.runs_root));
   std::unique_ptr<RunManager> manager(new RunManager(options));
+  ASSIGN_OR_RETURN(manager->runs_root_, util::PathRoots::Create({options.runs_root}, "--runs_root"));
+  ASSIGN_OR_RETURN(manager->data_roots_,
+                   util::PathRoots::Create(options.path_roots.empty() ? std::vector<std::string>{options.runs_root}
+                                                                      : options.path_roots,
+                                           "--path_roots"));
   // Known runs: every runs_root/<id>/run.json.
   DIR* dir = ::opendir(options.runs_root.c_str());
   if (dir == nullptr) return util::ErrnoStatus("open runs root", options.runs_root, errno);
@@ -202,6 +208,16 @@ absl::StatusOr<v1::Run> RunManager::StartRun(const v1::StartRunRequest& request)
   if (!ValidRunId(run_id)) {
     return absl::InvalidArgumentError("run_id: use 1-128 letters, digits, '-', '_' or '.', not starting with '.'");
   }
+  v1::RunConfig config = WithDefaults(request.config());
+  RETURN_IF_ERROR(ValidateRunConfig(config));
+  // Every file the config names resolves inside --path_roots, and the run's folder inside --runs_root; the run keeps
+  // the resolved paths, which are what the services are sent.
+  for (auto& [field, path] : ConfigPaths(&config)) {
+    ASSIGN_OR_RETURN(*path, data_roots_.Resolve(*path, field));
+  }
+  if (!config.run_dir().empty()) {
+    ASSIGN_OR_RETURN(*config.mutable_run_dir(), runs_root_.ResolveForWrite(config.run_dir(), "config.run_dir"));
+  }
   std::shared_ptr<Entry> existing;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -209,16 +225,33 @@ absl::StatusOr<v1::Run> RunManager::StartRun(const v1::StartRunRequest& request)
     if (it != runs_.end()) existing = it->second;
   }
   if (existing) {
+    // The same run asked for again (a client that lost track of it, `rlhf run` run again): the same config is the
+    // same run, to follow or to resume; another config under its id is refused.
     std::lock_guard<std::mutex> lock(existing->mu);
-    if (existing->thread.joinable() && !Terminal(existing->run.state())) {
-      return absl::AlreadyExistsError(absl::StrCat("run ", run_id, " is running"));
+    const std::string difference = RunConfigDifference(existing->run.config(), config);
+    if (!difference.empty()) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "run_id '", run_id, "' is taken by a run with another config (", difference,
+          "); use that run's config to resume or follow it, or choose another run_id"));
     }
-    if (existing->run.state() == v1::RUN_STATE_SUCCEEDED) {
-      return absl::AlreadyExistsError(absl::StrCat("run ", run_id, " already finished"));
+    const bool active = existing->thread.joinable() && !Terminal(existing->run.state());
+    if (active && !google::protobuf::util::MessageDifferencer::Equals(existing->run.config().services(),
+                                                                      config.services())) {
+      return absl::AlreadyExistsError(absl::StrCat("run ", run_id,
+                                                   " is running against other service addresses; follow it with "
+                                                   "WatchRun, or cancel it and start it again to move it"));
     }
+    if (active || existing->run.state() == v1::RUN_STATE_SUCCEEDED) return existing->run;
   }
-  v1::RunConfig config = WithDefaults(request.config());
-  RETURN_IF_ERROR(ValidateRunConfig(config));
+  const std::string run_dir =
+      config.run_dir().empty() ? absl::StrCat(runs_root_.roots().front(), "/", run_id) : config.run_dir();
+  // A new run never takes over a folder that holds other files: writing run.json there could clobber them.
+  if (!existing && !util::IsEmptyOrMissingDirectory(run_dir)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "config.run_dir: ", run_dir,
+        " already holds files and no run of this id; name a new or empty folder (or resume the run it holds under "
+        "its own run_id)"));
+  }
   if (request.validate_only()) {
     v1::Run run;
     run.set_run_id(run_id);
@@ -240,16 +273,18 @@ absl::StatusOr<v1::Run> RunManager::StartRun(const v1::StartRunRequest& request)
   }
   std::shared_ptr<Entry> entry = existing;
   if (entry) {
+    // Resume (after a failure, a cancel, or when a previous orchestrator left it unfinished and this one was told
+    // not to resume runs by itself), with the request's service addresses.
     if (entry->thread.joinable()) entry->thread.join();
     std::lock_guard<std::mutex> lock(entry->mu);
-    *entry->run.mutable_config() = config;  // a resumed run may get new service addresses
+    *entry->run.mutable_config() = config;
     entry->run.set_error_message("");
     entry->cancel = false;
   } else {
     entry = std::make_shared<Entry>();
     entry->run.set_run_id(run_id);
     *entry->run.mutable_config() = config;
-    entry->run.set_run_dir(config.run_dir().empty() ? absl::StrCat(options_.runs_root, "/", run_id) : config.run_dir());
+    entry->run.set_run_dir(run_dir);
     entry->run.set_state(v1::RUN_STATE_PENDING);
     *entry->run.mutable_create_time() = Now();
     RETURN_IF_ERROR(util::MakeDirectories(entry->run.run_dir()));
@@ -299,48 +334,77 @@ void RunManager::Execute(std::shared_ptr<Entry> entry) {
     context.run_id = entry->run.run_id();
     context.run_dir = entry->run.run_dir();
     context.config = entry->run.config();
-    (void)Persist(*entry);
+    PersistOrLog(*entry);
   }
   context.client = options_.client;
   context.checkpoint_every = options_.checkpoint_every;
   context.cancelled = [this, entry] { return entry->cancel.load() || shutting_down_.load(); };
-  context.emit = [this, entry](const v1::RunEvent& event) {
-    Publish(*entry, event);
-    std::lock_guard<std::mutex> lock(entry->mu);
-    if (absl::Now() - entry->last_persist > absl::Seconds(2) || event.stage() != entry->run.stage()) {
-      (void)Persist(*entry);
-      entry->last_persist = absl::Now();
-    }
-  };
   v1::Run working;
   {
     std::lock_guard<std::mutex> lock(entry->mu);
     working = entry->run;
   }
-  // Wait for the services (they may be starting next to us).
+  // DriveRun updates a copy; events mirror it into the entry.
+  context.emit = [this, entry, &working](const v1::RunEvent& event) {
+    if (metrics_) metrics_->SetProgress(event.run_id(), event.stage(), event.step(), event.total_steps());
+    Publish(*entry, event);
+    std::lock_guard<std::mutex> lock(entry->mu);
+    const v1::RunState state = entry->run.state();
+    entry->run = working;
+    entry->run.set_state(state);
+    if (absl::Now() - entry->last_persist > absl::Seconds(2) || event.has_checkpoint() || !event.message().empty()) {
+      PersistOrLog(*entry);
+      entry->last_persist = absl::Now();
+    }
+  };
+  // Attempts: a service that restarts or is busy (ResumableError) costs the stage in progress, not the run. The run
+  // resumes from its last completed step once its services answer again, as a new orchestrator would. It gives up
+  // when the services stay down for service_wait, or when kMinAttemptsBeforeGivingUp attempts in a row and
+  // service_wait went by without a completed step (a trainer busy with a killed orchestrator's long call is waited
+  // for that long).
+  constexpr int kMinAttemptsBeforeGivingUp = 6;
   absl::Status status;
-  const absl::Time give_up = absl::Now() + options_.service_wait;
-  while (true) {
-    status = CheckServices(context);
-    if (status.ok() || absl::Now() > give_up || context.cancelled()) break;
-    absl::SleepFor(absl::Milliseconds(500));
-  }
-  if (status.ok()) {
-    // DriveRun updates a copy; events mirror it into the entry.
-    context.emit = [this, entry, &working](const v1::RunEvent& event) {
-      if (metrics_) metrics_->SetProgress(event.run_id(), event.stage(), event.step(), event.total_steps());
-      Publish(*entry, event);
-      std::lock_guard<std::mutex> lock(entry->mu);
-      const v1::RunState state = entry->run.state();
-      entry->run = working;
-      entry->run.set_state(state);
-      if (absl::Now() - entry->last_persist > absl::Seconds(2) || event.has_checkpoint() ||
-          !event.message().empty()) {
-        (void)Persist(*entry);
-        entry->last_persist = absl::Now();
-      }
-    };
-    status = DriveRun(context, &working);
+  std::string progress_before;  // progress.json when the last attempt began
+  int attempts_without_progress = 0;
+  absl::Time last_progress = absl::Now();
+  for (int attempt = 1;; ++attempt) {
+    status = WaitForServices(context);
+    if (status.ok()) {
+      progress_before = util::ReadFile(context.run_dir + "/progress.json").value_or("");
+      status = DriveRun(context, &working);
+    }
+    if (status.ok() || context.cancelled() || !ResumableError(status)) break;
+    const std::string progress_after = util::ReadFile(context.run_dir + "/progress.json").value_or("");
+    if (progress_after != progress_before) {
+      attempts_without_progress = 0;
+      last_progress = absl::Now();
+    } else {
+      ++attempts_without_progress;
+    }
+    if (attempts_without_progress >= kMinAttemptsBeforeGivingUp &&
+        absl::Now() - last_progress >= options_.service_wait) {
+      status = absl::Status(status.code(), absl::StrCat(status.message(), " (", attempts_without_progress,
+                                                        " attempts in a row over ",
+                                                        absl::FormatDuration(absl::Now() - last_progress),
+                                                        " completed no step; giving up)"));
+      break;
+    }
+    const absl::Duration backoff =
+        std::min(absl::Seconds(8), absl::Milliseconds(250) * (1 << std::min(attempts_without_progress, 5)));
+    log->warn("run_id={} attempt={} stopped: {}; resuming from the last completed step in {}", context.run_id,
+              attempt, status.ToString(), absl::FormatDuration(backoff));
+    v1::RunEvent note;
+    note.set_run_id(context.run_id);
+    *note.mutable_time() = Now();
+    note.set_stage(working.stage());
+    note.set_round(working.round());
+    note.set_step(working.step());
+    note.set_total_steps(working.total_steps());
+    note.set_message(absl::StrCat(status.message(), "; resuming from the last completed step"));
+    context.emit(note);
+    for (const absl::Time until = absl::Now() + backoff; absl::Now() < until && !context.cancelled();) {
+      absl::SleepFor(absl::Milliseconds(50));
+    }
   }
   v1::RunEvent final_event;
   {
@@ -356,24 +420,29 @@ void RunManager::Execute(std::shared_ptr<Entry> entry) {
     } else {
       entry->run.set_state(v1::RUN_STATE_FAILED);
     }
-    if (!status.ok()) entry->run.set_error_message(runtime::Utf8Safe(status.message()));
+    std::string message = runtime::Utf8Safe(status.message());  // may quote a service's error
+    if (absl::IsResourceExhausted(status)) {
+      // A full disk (or quota): everything completed is kept; the run goes on from there once there is room.
+      absl::StrAppend(&message, " (free space, then start the run again with the same run_id and config to resume it)");
+    }
+    if (!status.ok()) entry->run.set_error_message(message);
     if (Terminal(entry->run.state())) *entry->run.mutable_end_time() = Now();
     *entry->run.mutable_update_time() = Now();
-    (void)Persist(*entry);
+    PersistOrLog(*entry);
     final_event.set_run_id(entry->run.run_id());
     *final_event.mutable_time() = Now();
     final_event.set_stage(entry->run.stage());
     final_event.set_round(entry->run.round());
     final_event.set_step(entry->run.step());
     final_event.set_total_steps(entry->run.total_steps());
-    final_event.set_message(status.ok() ? "run succeeded" : runtime::Utf8Safe(status.message()));
+    final_event.set_message(status.ok() ? "run succeeded" : message);
     final_event.mutable_state_change()->set_previous(previous);
     final_event.mutable_state_change()->set_current(entry->run.state());
   }
   if (status.ok()) {
     log->info("run finished run_id={}", context.run_id);
   } else {
-    log->error("run stopped run_id={} error={}", context.run_id, std::string(status.message()));
+    log->error("run stopped run_id={} error={}", context.run_id, status.ToString());
   }
   if (metrics_) metrics_->EndProgress(context.run_id);
   CountRuns();
@@ -385,6 +454,24 @@ void RunManager::Execute(std::shared_ptr<Entry> entry) {
   }
   for (Watcher& w : watchers) {
     if (w.on_done) w.on_done();
+  }
+}
+
+absl::Status RunManager::WaitForServices(const RunContext& context) const {
+  absl::Status status;
+  const absl::Time give_up = absl::Now() + options_.service_wait;
+  while (true) {
+    status = CheckServices(context);
+    if (status.ok() || absl::Now() > give_up || context.cancelled()) return status;
+    absl::SleepFor(absl::Milliseconds(250));
+  }
+}
+
+void RunManager::PersistOrLog(const Entry& entry) const {
+  // run.json mirrors the run for GetRun after a restart; progress.json is what a resume trusts, so a run.json that
+  // cannot be written (a full disk) is reported, not fatal.
+  if (absl::Status s = Persist(entry); !s.ok()) {
+    runtime::Logger("orchestrator")->error("run.json not written run_id={}: {}", entry.run.run_id(), s.ToString());
   }
 }
 

@@ -1,6 +1,9 @@
 // The orchestrator's runs: starts each on its own thread, keeps its state (run.json in its directory, written
 // atomically at every change of stage and checkpoint), its event history and its watchers, cancels on request, and
-// on start-up resumes the runs a previous process left unfinished. Knows the services only through DriveRun.
+// on start-up resumes the runs a previous process left unfinished. A run whose service restarts mid-stage (or is busy
+// with a previous orchestrator's call) resumes from its last completed step by itself once the service answers
+// again. A run that meets a full disk fails with RESOURCE_EXHAUSTED, keeping everything it completed; StartRun again
+// resumes it. Knows the services only through DriveRun.
 #ifndef RLHF_SERVICES_ORCHESTRATOR_RUN_MANAGER_H_
 #define RLHF_SERVICES_ORCHESTRATOR_RUN_MANAGER_H_
 
@@ -15,6 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/runtime/client.h"
+#include "common/util/path_roots.h"
 #include "rlhf/v1/orchestrator.pb.h"
 
 namespace prometheus {
@@ -25,8 +29,14 @@ namespace rlhf::orchestrator {
 
 namespace v1 = ::rlhf::v1;
 
+struct RunContext;  // run_driver.h
+
 struct RunManagerOptions {
   std::string runs_root = "runs";
+  // Folders the files a run config names (data, a base model) must resolve into, symlinks followed; a config naming
+  // a file elsewhere is refused with PERMISSION_DENIED. Empty: runs_root alone. A run's own folder (config.run_dir)
+  // must lie in runs_root.
+  std::vector<std::string> path_roots;
   runtime::ClientOptions client;  // how to reach the services (TLS, token)
   int32_t max_active_runs = 4;
   int32_t checkpoint_every = 5;
@@ -49,7 +59,10 @@ class RunManager {
   static absl::StatusOr<std::unique_ptr<RunManager>> Create(const RunManagerOptions& options);
   ~RunManager();  // cancels active runs and joins their threads
 
-  // Validates and starts (or, for a known unfinished run id, resumes). See OrchestratorService.StartRun.
+  // Validates and starts a run. For a run id it knows, with the same config (service addresses aside): returns the
+  // run as it is when it is active or succeeded, and resumes it otherwise (failed, cancelled, or left unfinished by
+  // a previous orchestrator), with the request's service addresses. AlreadyExists, naming the first field that
+  // differs, for another config under a known run id. See OrchestratorService.StartRun.
   absl::StatusOr<v1::Run> StartRun(const v1::StartRunRequest& request);
   absl::StatusOr<v1::Run> GetRun(const std::string& run_id) const;
   std::vector<v1::Run> ListRuns(v1::RunState state) const;
@@ -67,9 +80,14 @@ class RunManager {
   void Execute(std::shared_ptr<Entry> entry);
   void Publish(Entry& entry, const v1::RunEvent& event);
   absl::Status Persist(const Entry& entry) const;  // run.json, with entry.mu held
+  void PersistOrLog(const Entry& entry) const;     // Persist, logging a failure
+  // Waits (up to options_.service_wait) until every service of the run reports SERVING; the last error otherwise.
+  absl::Status WaitForServices(const RunContext& context) const;
   void CountRuns();  // sets rlhf_orchestrator_runs from the runs' states; called without any entry's mu held
 
   RunManagerOptions options_;
+  util::PathRoots runs_root_;   // where run folders may be
+  util::PathRoots data_roots_;  // where the files a config names may be
   std::unique_ptr<Metrics> metrics_;
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Entry>> runs_;

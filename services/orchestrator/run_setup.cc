@@ -8,6 +8,7 @@
 #include "common/tokenizer/tokenizer.h"
 #include "common/util/file_util.h"
 #include "common/util/status_macros.h"
+#include "services/orchestrator/run_config.h"
 
 namespace rlhf::orchestrator {
 RunFiles RunFilesFor(const v1::RunConfig& config, const std::string& run_dir) {
@@ -65,14 +66,8 @@ absl::StatusOr<RunFiles> PrepareRun(const v1::RunConfig& config, const std::stri
     }
     ASSIGN_OR_RETURN(tok, tokenizer::LoadTokenizer(f.init_model));
     const v1::ModelConfig& m = config.model().config();
-    model::ModelConfig c;
-    c.SetShape(m.n_layer(), m.n_embd(), m.n_head());
-    c.max_position_embeddings = m.n_positions();
+    ASSIGN_OR_RETURN(model::ModelConfig c, ModelArchitecture(m));
     c.vocab_size = tok->VocabSize();
-    if (m.layer_norm_epsilon() > 0) c.norm_eps = m.layer_norm_epsilon();
-    c.resid_pdrop = m.resid_pdrop();
-    c.embd_pdrop = m.embd_pdrop();
-    c.attn_pdrop = m.attn_pdrop();
     if (tok->EosId()) c.eos_token_ids = {*tok->EosId()};
     if (tok->PadId()) c.pad_token_id = *tok->PadId();
     ASSIGN_OR_RETURN(std::unique_ptr<model::CausalLm> init, model::CreateModel(c, options));
@@ -82,10 +77,7 @@ absl::StatusOr<RunFiles> PrepareRun(const v1::RunConfig& config, const std::stri
     options.reward_head = true;
     ASSIGN_OR_RETURN(std::unique_ptr<model::CausalLm> rm, model::LoadModel(f.init_model, options));
     RETURN_IF_ERROR(rm->Save(f.init_reward_model, {{"rlhf.stage", "init"}}));
-    for (const char* name : {"tokenizer.json", "encoder.json", "vocab.bpe"}) {
-      const std::string from = absl::StrCat(f.init_model, "/", name);
-      if (util::PathExists(from)) RETURN_IF_ERROR(util::CopyFileAtomically(from, absl::StrCat(f.init_reward_model, "/", name)));
-    }
+    RETURN_IF_ERROR(tokenizer::CopyTokenizerFiles(f.init_model, f.init_reward_model));
   }
   return f;
 }

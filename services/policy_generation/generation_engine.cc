@@ -38,8 +38,9 @@ absl::Status GenerationEngine::Validate(const GenerationRequest& r) const {
     return absl::InvalidArgumentError(
         absl::StrCat("num_samples=", r.num_samples, " is outside [1, ", options_.max_samples, "]"));
   }
-  if (!(r.temperature >= 0) || r.temperature > 100) {
-    return absl::InvalidArgumentError(absl::StrCat("sampling.temperature=", r.temperature, " is outside [0, 100]"));
+  if (!(r.temperature >= 0) || r.temperature > 100 || (r.temperature > 0 && r.temperature < model::kMinTemperature)) {
+    return absl::InvalidArgumentError(absl::StrCat("sampling.temperature=", r.temperature, " is outside [0, 100] or ",
+                                                   "in (0, ", model::kMinTemperature, ")"));
   }
   if (r.top_k < 0) return absl::InvalidArgumentError(absl::StrCat("sampling.top_k=", r.top_k, " is negative"));
   if (!(r.top_p > 0) || r.top_p > 1) {
@@ -108,12 +109,16 @@ void GenerationEngine::RunBatch(Batcher::Jobs live) {
   options.top_p = first.top_p;
   const tokenizer::Tokenizer* tokenizer = store_->tokenizer();
   if (!first.ignore_eos) {
-    // The model's EOS list (e.g. Llama 3's <|end_of_text|> and <|eot_id|>) and the tokenizer's end of text.
+    // The model's EOS list (e.g. Llama 3's <|end_of_text|> and <|eot_id|>), the tokenizer's end of text and the
+    // chat template's end of turn (e.g. <|im_end|>): a reply ends with its turn.
     options.eos_token_ids = store_->config().eos_token_ids;
-    if (tokenizer != nullptr && tokenizer->EosId().has_value() &&
-        std::find(options.eos_token_ids.begin(), options.eos_token_ids.end(), *tokenizer->EosId()) ==
-            options.eos_token_ids.end()) {
-      options.eos_token_ids.push_back(*tokenizer->EosId());
+    std::vector<std::optional<int64_t>> more = {store_->prompt_codec().end_of_turn_id};
+    if (tokenizer != nullptr) more.push_back(tokenizer->EosId());
+    for (const std::optional<int64_t>& id : more) {
+      if (id.has_value() &&
+          std::find(options.eos_token_ids.begin(), options.eos_token_ids.end(), *id) == options.eos_token_ids.end()) {
+        options.eos_token_ids.push_back(*id);
+      }
     }
   }
   for (int64_t id : first.stop_token_ids) options.eos_token_ids.push_back(id);

@@ -6,6 +6,7 @@
 #include "common/serving/checkpoint_update.h"
 #include "common/serving/model_info.h"
 #include "common/serving/weights_transfer.h"
+#include "common/util/status_macros.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace rlhf::generation {
@@ -29,29 +30,14 @@ v1::FinishReason ToProto(model::FinishReason reason, bool stop_string) {
   return v1::FINISH_REASON_UNSPECIFIED;
 }
 
-// Protobuf -> engine request. Text prompts are tokenized here (the tokenizer is thread-safe).
-absl::StatusOr<GenerationRequest> FromProto(const v1::GenerateRequest& proto, const serving::ModelStore& store) {
+}  // namespace
+
+absl::StatusOr<GenerationRequest> GenerationRequestFromProto(const v1::GenerateRequest& proto,
+                                                             const serving::ModelStore& store) {
   GenerationRequest request;
   for (int i = 0; i < proto.prompts_size(); ++i) {
-    const v1::TextOrTokens& prompt = proto.prompts(i);
-    std::vector<int64_t> ids;
-    switch (prompt.content_case()) {
-      case v1::TextOrTokens::kText: {
-        if (store.tokenizer() == nullptr) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("prompts[", i, "].text: this model has no tokenizer; send token_ids"));
-        }
-        auto encoded = store.tokenizer()->EncodeOrdinary(prompt.text());
-        if (!encoded.ok()) return encoded.status();
-        ids.assign(encoded->begin(), encoded->end());
-        break;
-      }
-      case v1::TextOrTokens::kTokenIds:
-        ids.assign(prompt.token_ids().ids().begin(), prompt.token_ids().ids().end());
-        break;
-      default:
-        return absl::InvalidArgumentError(absl::StrCat("prompts[", i, "] has neither text nor token_ids"));
-    }
+    ASSIGN_OR_RETURN(std::vector<int64_t> ids,
+                     serving::EncodePrompt(store.prompt_codec(), proto.prompts(i), absl::StrCat("prompts[", i, "]")));
     request.prompts.push_back(std::move(ids));
   }
   request.num_samples = proto.num_samples() == 0 ? 1 : proto.num_samples();
@@ -68,7 +54,20 @@ absl::StatusOr<GenerationRequest> FromProto(const v1::GenerateRequest& proto, co
   return request;
 }
 
-}  // namespace
+absl::StatusOr<serving::ModelStore::SwapResult> SwapFromWeightsStream(serving::WeightsAssembler& assembler,
+                                                                      serving::ModelStore& store) {
+  absl::StatusOr<std::string> file = assembler.Finish();
+  if (!file.ok()) return file.status();
+  const v1::WeightsHeader& header = assembler.header();
+  std::optional<int64_t> target;
+  if (header.has_target_version()) target = header.target_version();
+  std::map<std::string, std::string> metadata;
+  if (header.has_model_id()) {
+    metadata["source_model_name"] = header.model_id().name();
+    metadata["source_model_version"] = absl::StrCat(header.model_id().version());
+  }
+  return store.SwapFromSafetensors(*std::move(file), "UpdateWeights stream", target, metadata);
+}
 
 PolicyGenerationServiceImpl::PolicyGenerationServiceImpl(GenerationEngine* engine, serving::EngineMetrics* metrics,
                                                          int64_t max_weights_bytes)
@@ -82,7 +81,7 @@ PolicyGenerationServiceImpl::PolicyGenerationServiceImpl(GenerationEngine* engin
 grpc::ServerUnaryReactor* PolicyGenerationServiceImpl::Generate(grpc::CallbackServerContext* context,
                                                                 const v1::GenerateRequest* request,
                                                                 v1::GenerateResponse* response) {
-  absl::StatusOr<GenerationRequest> converted = FromProto(*request, engine_->store());
+  absl::StatusOr<GenerationRequest> converted = GenerationRequestFromProto(*request, engine_->store());
   if (!converted.ok()) return runtime::FinishUnary(context, runtime::ToGrpcStatus(converted.status()));
   converted->deadline = absl::FromChrono(context->deadline());
   converted->cancelled = [context] { return context->IsCancelled(); };
@@ -147,26 +146,13 @@ class PolicyGenerationServiceImpl::UpdateWeightsReactor final : public grpc::Ser
     }
     // End of the client's stream: check and swap, off the gRPC thread.
     service_->loader_.Post([this] {
-      absl::StatusOr<std::string> file = assembler_.Finish();
-      if (!file.ok()) {
-        Fail(file.status());
-        return;
-      }
-      const v1::WeightsHeader& header = assembler_.header();
-      std::optional<int64_t> target;
-      if (header.has_target_version()) target = header.target_version();
-      std::map<std::string, std::string> metadata;
-      if (header.has_model_id()) {
-        metadata["source_model_name"] = header.model_id().name();
-        metadata["source_model_version"] = absl::StrCat(header.model_id().version());
-      }
-      auto swap =
-          service_->engine_->store().SwapFromSafetensors(*std::move(file), "UpdateWeights stream", target, metadata);
+      auto swap = SwapFromWeightsStream(assembler_, service_->engine_->store());
       if (!swap.ok()) {
         Fail(swap.status());
         return;
       }
       service_->FillSwapResponse(*swap, response_);
+      const v1::WeightsHeader& header = assembler_.header();
       if (header.has_model_id()) *response_->mutable_source_model_id() = header.model_id();
       service_->metrics_->weight_updates_ok.Increment();
       Finish(grpc::Status::OK);

@@ -7,12 +7,25 @@
 
 #include "common/runtime/worker_thread.h"
 #include "common/serving/engine_metrics.h"
+#include "common/serving/weights_transfer.h"
 #include "rlhf/v1/generation.grpc.pb.h"
 #include "services/policy_generation/generation_engine.h"
 
 namespace rlhf::generation {
 
 namespace v1 = ::rlhf::v1;
+
+// Generate's request as the engine takes it (which validates it further in Submit): text prompts are tokenized
+// with the store's tokenizer (InvalidArgument naming the prompt when the model has none, or a prompt has neither
+// text nor token ids), and unset sampling fields get their defaults. A plain function, so that the fuzz target
+// (tests/fuzz/generation_fuzzer.cc) runs what the handler runs.
+absl::StatusOr<GenerationRequest> GenerationRequestFromProto(const v1::GenerateRequest& proto,
+                                                             const serving::ModelStore& store);
+
+// UpdateWeights after the stream's last message: checks it (sizes, digest: assembler.Finish) and swaps the store to
+// its weights with the header's target version, recording the sender's model id as metadata.
+absl::StatusOr<serving::ModelStore::SwapResult> SwapFromWeightsStream(serving::WeightsAssembler& assembler,
+                                                                      serving::ModelStore& store);
 
 class PolicyGenerationServiceImpl final : public v1::PolicyGenerationService::CallbackService {
  public:

@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/str_split.h"
 #include "common/model/threads.h"
 #include "common/runtime/auth.h"
 #include "common/runtime/server_main.h"
@@ -12,6 +13,9 @@ ABSL_FLAG(std::string, model, "",
           "Initial policy: a model folder (config.json, model.safetensors, tokenizer files). Empty: none until "
           "TrainSft with init_model_path or LoadCheckpoint");
 ABSL_FLAG(std::string, checkpoint_root, "checkpoints", "Directory for checkpoints that requests do not place");
+ABSL_FLAG(std::string, path_roots, "",
+          "Comma-separated folders whose files requests may name (data files, checkpoints to load, folders to write "
+          "to); a path outside them, symlinks resolved, is refused with PERMISSION_DENIED. Empty: --checkpoint_root");
 ABSL_FLAG(std::string, device, "cpu", "LibTorch device: cpu, cuda, cuda:1 ...");
 ABSL_FLAG(int, intra_op_threads, 0, "LibTorch intra-op threads; 0 keeps LibTorch's default (one per core)");
 ABSL_FLAG(int, max_rollouts, 4096, "Rollouts per PpoStep at most");
@@ -40,6 +44,9 @@ int main(int argc, char** argv) {
     rlhf::trainer::TrainerEngineOptions options;
     options.model_dir = absl::GetFlag(FLAGS_model);
     options.checkpoint_root = absl::GetFlag(FLAGS_checkpoint_root);
+    for (absl::string_view root : absl::StrSplit(absl::GetFlag(FLAGS_path_roots), ',', absl::SkipWhitespace())) {
+      options.path_roots.emplace_back(root);
+    }
     options.device = absl::GetFlag(FLAGS_device);
     options.max_rollouts = absl::GetFlag(FLAGS_max_rollouts);
     auto created = rlhf::trainer::TrainerEngine::Create(options);

@@ -7,6 +7,7 @@
 #include "common/runtime/queued_writer.h"
 #include "common/runtime/status_util.h"
 #include "common/serving/model_info.h"
+#include "common/serving/prompt_codec.h"
 #include "common/serving/weights_transfer.h"
 #include "common/util/status_macros.h"
 #include "google/protobuf/util/time_util.h"
@@ -22,12 +23,16 @@ TextOrIds FromProto(const v1::TextOrTokens& value) {
   out.is_text = value.content_case() != v1::TextOrTokens::kTokenIds;
   out.text = value.text();
   out.ids.assign(value.token_ids().ids().begin(), value.token_ids().ids().end());
+  for (const v1::ChatMessage& m : value.messages().messages()) out.messages.push_back({m.role(), m.content()});
   return out;
 }
 
 absl::Status CheckTextOrTokens(const v1::TextOrTokens& value, const std::string& field) {
   if (value.content_case() == v1::TextOrTokens::CONTENT_NOT_SET) {
-    return absl::InvalidArgumentError(field + " has neither text nor token_ids");
+    return absl::InvalidArgumentError(field + " has neither text, token_ids nor messages");
+  }
+  if (value.content_case() == v1::TextOrTokens::kMessages) {
+    return serving::ChatMessagesFromProto(value.messages(), field).status();
   }
   return absl::OkStatus();
 }
@@ -188,8 +193,177 @@ absl::StatusOr<training::PpoOptions> ToPpoOptions(const v1::PpoHyperParams& h, c
   return o;
 }
 
+absl::StatusOr<SftJob> SftJobFromProto(const v1::TrainSftRequest& request, const StageDefaults& defaults) {
+  SftJob job;
+  switch (request.data_case()) {
+    case v1::TrainSftRequest::kDataPath:
+      if (request.data_path().empty()) {
+        return absl::InvalidArgumentError("data_path is empty");
+      }
+      job.data_path = request.data_path();
+      break;
+    case v1::TrainSftRequest::kInlineData:
+      if (request.inline_data().examples().empty()) {
+        return absl::InvalidArgumentError("inline_data.examples is empty");
+      }
+      for (int i = 0; i < request.inline_data().examples_size(); ++i) {
+        const v1::SftExample& e = request.inline_data().examples(i);
+        const std::string field = absl::StrCat("inline_data.examples[", i, "]");
+        absl::Status s = CheckTextOrTokens(e.prompt(), field + ".prompt");
+        if (s.ok()) s = CheckTextOrTokens(e.response(), field + ".response");
+        if (!s.ok()) return s;
+        job.inline_examples.emplace_back(FromProto(e.prompt()), FromProto(e.response()));
+      }
+      break;
+    default:
+      return absl::InvalidArgumentError("set data_path or inline_data");
+  }
+  if (!(request.validation_fraction() >= 0 && request.validation_fraction() <= 0.5)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("validation_fraction must be in [0, 0.5], got ", request.validation_fraction()));
+  }
+  job.validation_fraction = request.validation_fraction();
+  job.validation_path = request.validation_path();
+  const v1::SftHyperParams& h = request.hparams();
+  job.options.epochs = h.epochs() > 0 ? h.epochs() : 16;
+  job.options.batch_size = h.batch_size() > 0 ? h.batch_size() : defaults.sft_batch_size;
+  job.options.grad_accumulation_steps =
+      h.optimizer().grad_accumulation_steps() > 0 ? h.optimizer().grad_accumulation_steps() : 1;
+  auto optimizer = ToOptimizerOptions(h.optimizer(), defaults.sft_learning_rate, "hparams.optimizer");
+  if (!optimizer.ok()) return optimizer.status();
+  job.options.optimizer = *optimizer;
+  job.options.dropout = h.has_dropout() ? h.dropout() : 0.2;
+  if (!(job.options.dropout >= 0 && job.options.dropout < 1)) {
+    return absl::InvalidArgumentError("hparams.dropout must be in [0, 1)");
+  }
+  if (h.epochs() < 0 || h.batch_size() < 0 || h.max_steps() < 0 || h.eval_interval_steps() < 0) {
+    return absl::InvalidArgumentError("hparams.epochs, batch_size, max_steps and eval_interval_steps must be >= 0");
+  }
+  job.options.seed = h.seed();
+  job.options.max_steps = h.max_steps();
+  job.options.eval_interval_steps = h.eval_interval_steps();
+  switch (request.selection().criterion()) {
+    case v1::CHECKPOINT_CRITERION_VALIDATION_LOSS:
+      job.options.selection = training::EpochSelection::kValidationLoss;
+      break;
+    case v1::CHECKPOINT_CRITERION_REWARD_SCORE: {
+      if (request.selection().reward_service_address().empty()) {
+        return absl::InvalidArgumentError("selection.reward_service_address is required for REWARD_SCORE");
+      }
+      job.options.selection = training::EpochSelection::kScore;
+      runtime::ClientOptions client = defaults.reward_client;
+      client.target = request.selection().reward_service_address();
+      job.score_responses = RewardScorer(client);
+      job.score_prompts = request.selection().num_prompts();
+      job.score_sampling = ToSampling(request.selection().sampling());
+      break;
+    }
+    default:
+      job.options.selection = training::EpochSelection::kLast;
+  }
+  job.output_dir = request.output_dir();
+  job.init_model_path = request.init_model_path();
+  job.bad_records = ToBadRecords(request.bad_record_policy());
+  return job;
+}
+
+absl::StatusOr<RewardJob> RewardJobFromProto(const v1::TrainRewardModelRequest& request,
+                                             const StageDefaults& defaults) {
+  RewardJob job;
+  switch (request.data_case()) {
+    case v1::TrainRewardModelRequest::kComparisonsPath:
+      if (request.comparisons_path().empty()) {
+        return absl::InvalidArgumentError("comparisons_path is empty");
+      }
+      job.comparisons_path = request.comparisons_path();
+      break;
+    case v1::TrainRewardModelRequest::kInlineComparisons:
+      for (int i = 0; i < request.inline_comparisons().comparisons_size(); ++i) {
+        const v1::Comparison& c = request.inline_comparisons().comparisons(i);
+        const std::string field = absl::StrCat("inline_comparisons.comparisons[", i, "]");
+        ComparisonItem item;
+        absl::Status s = CheckTextOrTokens(c.prompt(), field + ".prompt");
+        if (!s.ok()) return s;
+        item.prompt = FromProto(c.prompt());
+        const bool pair = c.has_chosen() || c.has_rejected();
+        if (pair == (c.ranked_size() > 0)) {
+          return absl::InvalidArgumentError(field + " must use exactly one form: ranked, or chosen + rejected");
+        }
+        if (pair) {
+          s = CheckTextOrTokens(c.chosen(), field + ".chosen");
+          if (s.ok()) s = CheckTextOrTokens(c.rejected(), field + ".rejected");
+          if (!s.ok()) return s;
+          item.responses = {{FromProto(c.chosen()), 1}, {FromProto(c.rejected()), 2}};
+        } else {
+          for (int j = 0; j < c.ranked_size(); ++j) {
+            s = CheckTextOrTokens(c.ranked(j).response(), absl::StrCat(field, ".ranked[", j, "].response"));
+            if (!s.ok()) return s;
+            item.responses.push_back({FromProto(c.ranked(j).response()), c.ranked(j).rank()});
+          }
+        }
+        job.inline_comparisons.push_back(std::move(item));
+      }
+      if (job.inline_comparisons.empty()) {
+        return absl::InvalidArgumentError("inline_comparisons.comparisons is empty");
+      }
+      break;
+    default:
+      return absl::InvalidArgumentError("set comparisons_path or inline_comparisons");
+  }
+  const v1::RewardModelHyperParams& h = request.hparams();
+  if (h.epochs() < 0 || h.prompts_per_batch() < 0 || h.eval_interval_steps() < 0) {
+    return absl::InvalidArgumentError("hparams.epochs, prompts_per_batch and eval_interval_steps must be >= 0");
+  }
+  job.options.epochs = h.epochs() > 0 ? h.epochs() : 1;
+  job.options.prompts_per_batch = h.prompts_per_batch() > 0 ? h.prompts_per_batch() : 64;
+  auto optimizer = ToOptimizerOptions(h.optimizer(), defaults.reward_learning_rate, "hparams.optimizer");
+  if (!optimizer.ok()) return optimizer.status();
+  job.options.optimizer = *optimizer;
+  job.options.seed = h.seed();
+  job.options.eval_interval_steps = h.eval_interval_steps();
+  if (!(request.validation_fraction() >= 0 && request.validation_fraction() <= 0.5)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("validation_fraction must be in [0, 0.5], got ", request.validation_fraction()));
+  }
+  job.validation_fraction = request.validation_fraction();
+  job.init_model_path = request.init_model_path();
+  job.normalization_demonstrations_path = request.normalization_demonstrations_path();
+  job.bad_records = ToBadRecords(request.bad_record_policy());
+  job.output_dir = request.output_dir();
+  job.init_value_model = request.init_value_model();
+  return job;
+}
+
+absl::StatusOr<PpoJob> PpoJobFromProto(const v1::PpoStepRequest& request, const StageDefaults& defaults) {
+  PpoJob job;
+  auto options = ToPpoOptions(request.hparams(), defaults);
+  if (!options.ok()) return options.status();
+  job.options = *options;
+  job.rollouts.reserve(static_cast<size_t>(request.rollouts_size()));
+  for (const v1::Rollout& r : request.rollouts()) {
+    training::Rollout out;
+    out.prompt.assign(r.prompt_token_ids().begin(), r.prompt_token_ids().end());
+    out.response.assign(r.response_token_ids().begin(), r.response_token_ids().end());
+    out.sampling_logprobs.assign(r.sampling_logprobs().begin(), r.sampling_logprobs().end());
+    out.reference_logprobs.assign(r.reference_logprobs().begin(), r.reference_logprobs().end());
+    out.score = r.reward_score();
+    out.ended_with_stop = r.ended_with_stop_token();
+    job.rollouts.push_back(std::move(out));
+  }
+  for (int i = 0; i < request.ptx().examples_size(); ++i) {
+    absl::Status s = CheckTextOrTokens(request.ptx().examples(i), absl::StrCat("ptx.examples[", i, "]"));
+    if (!s.ok()) return s;
+    job.ptx_examples.push_back(FromProto(request.ptx().examples(i)));
+  }
+  job.gamma_ptx = request.ptx().gamma_ptx();
+  if (request.has_expected_policy_version()) job.expected_policy_version = request.expected_policy_version();
+  return job;
+}
+
 PpoTrainerServiceImpl::PpoTrainerServiceImpl(TrainerEngine* engine, TrainerMetrics* metrics, StageDefaults defaults)
-    : engine_(engine), metrics_(metrics), defaults_(std::move(defaults)),
+    : engine_(engine),
+      metrics_(metrics),
+      defaults_(std::move(defaults)),
       worker_(std::make_unique<runtime::WorkerThread>()) {
   if (auto info = engine_->GetPolicyInfo(); info.ok()) metrics_->model_version.Set(static_cast<double>(info->id.version));
 }
@@ -203,82 +377,9 @@ void PpoTrainerServiceImpl::Shutdown() { shutting_down_ = true; }
 
 grpc::ServerWriteReactor<v1::TrainingEvent>* PpoTrainerServiceImpl::TrainSft(grpc::CallbackServerContext* /*context*/,
                                                                              const v1::TrainSftRequest* request) {
-  SftJob job;
-  switch (request->data_case()) {
-    case v1::TrainSftRequest::kDataPath:
-      if (request->data_path().empty()) {
-        return runtime::FinishWriter<v1::TrainingEvent>(
-            runtime::ToGrpcStatus(absl::InvalidArgumentError("data_path is empty")));
-      }
-      job.data_path = request->data_path();
-      break;
-    case v1::TrainSftRequest::kInlineData:
-      if (request->inline_data().examples().empty()) {
-        return runtime::FinishWriter<v1::TrainingEvent>(
-            runtime::ToGrpcStatus(absl::InvalidArgumentError("inline_data.examples is empty")));
-      }
-      for (int i = 0; i < request->inline_data().examples_size(); ++i) {
-        const v1::SftExample& e = request->inline_data().examples(i);
-        const std::string field = absl::StrCat("inline_data.examples[", i, "]");
-        absl::Status s = CheckTextOrTokens(e.prompt(), field + ".prompt");
-        if (s.ok()) s = CheckTextOrTokens(e.response(), field + ".response");
-        if (!s.ok()) return runtime::FinishWriter<v1::TrainingEvent>(runtime::ToGrpcStatus(s));
-        job.inline_examples.emplace_back(FromProto(e.prompt()), FromProto(e.response()));
-      }
-      break;
-    default:
-      return runtime::FinishWriter<v1::TrainingEvent>(
-          runtime::ToGrpcStatus(absl::InvalidArgumentError("set data_path or inline_data")));
-  }
-  if (!(request->validation_fraction() >= 0 && request->validation_fraction() <= 0.5)) {
-    return runtime::FinishWriter<v1::TrainingEvent>(runtime::ToGrpcStatus(absl::InvalidArgumentError(
-        absl::StrCat("validation_fraction must be in [0, 0.5], got ", request->validation_fraction()))));
-  }
-  job.validation_fraction = request->validation_fraction();
-  job.validation_path = request->validation_path();
-  const v1::SftHyperParams& h = request->hparams();
-  job.options.epochs = h.epochs() > 0 ? h.epochs() : 16;
-  job.options.batch_size = h.batch_size() > 0 ? h.batch_size() : defaults_.sft_batch_size;
-  job.options.grad_accumulation_steps =
-      h.optimizer().grad_accumulation_steps() > 0 ? h.optimizer().grad_accumulation_steps() : 1;
-  auto optimizer = ToOptimizerOptions(h.optimizer(), defaults_.sft_learning_rate, "hparams.optimizer");
-  if (!optimizer.ok()) return runtime::FinishWriter<v1::TrainingEvent>(runtime::ToGrpcStatus(optimizer.status()));
-  job.options.optimizer = *optimizer;
-  job.options.dropout = h.has_dropout() ? h.dropout() : 0.2;
-  if (!(job.options.dropout >= 0 && job.options.dropout < 1)) {
-    return runtime::FinishWriter<v1::TrainingEvent>(
-        runtime::ToGrpcStatus(absl::InvalidArgumentError("hparams.dropout must be in [0, 1)")));
-  }
-  if (h.epochs() < 0 || h.batch_size() < 0 || h.max_steps() < 0 || h.eval_interval_steps() < 0) {
-    return runtime::FinishWriter<v1::TrainingEvent>(runtime::ToGrpcStatus(absl::InvalidArgumentError(
-        "hparams.epochs, batch_size, max_steps and eval_interval_steps must be >= 0")));
-  }
-  job.options.seed = h.seed();
-  job.options.max_steps = h.max_steps();
-  job.options.eval_interval_steps = h.eval_interval_steps();
-  switch (request->selection().criterion()) {
-    case v1::CHECKPOINT_CRITERION_VALIDATION_LOSS:
-      job.options.selection = training::EpochSelection::kValidationLoss;
-      break;
-    case v1::CHECKPOINT_CRITERION_REWARD_SCORE: {
-      if (request->selection().reward_service_address().empty()) {
-        return runtime::FinishWriter<v1::TrainingEvent>(runtime::ToGrpcStatus(
-            absl::InvalidArgumentError("selection.reward_service_address is required for REWARD_SCORE")));
-      }
-      job.options.selection = training::EpochSelection::kScore;
-      runtime::ClientOptions client = defaults_.reward_client;
-      client.target = request->selection().reward_service_address();
-      job.score_responses = RewardScorer(client);
-      job.score_prompts = request->selection().num_prompts();
-      job.score_sampling = ToSampling(request->selection().sampling());
-      break;
-    }
-    default:
-      job.options.selection = training::EpochSelection::kLast;
-  }
-  job.output_dir = request->output_dir();
-  job.init_model_path = request->init_model_path();
-  job.bad_records = ToBadRecords(request->bad_record_policy());
+  absl::StatusOr<SftJob> converted = SftJobFromProto(*request, defaults_);
+  if (!converted.ok()) return runtime::FinishWriter<v1::TrainingEvent>(runtime::ToGrpcStatus(converted.status()));
+  SftJob job = *std::move(converted);
 
   auto lease = engine_->Acquire("TrainSft");
   if (!lease.ok()) return runtime::FinishWriter<v1::TrainingEvent>(runtime::ToGrpcStatus(lease.status()));
@@ -320,73 +421,9 @@ grpc::ServerWriteReactor<v1::TrainingEvent>* PpoTrainerServiceImpl::TrainSft(grp
 
 grpc::ServerWriteReactor<v1::TrainingEvent>* PpoTrainerServiceImpl::TrainRewardModel(
     grpc::CallbackServerContext* /*context*/, const v1::TrainRewardModelRequest* request) {
-  RewardJob job;
-  switch (request->data_case()) {
-    case v1::TrainRewardModelRequest::kComparisonsPath:
-      if (request->comparisons_path().empty()) {
-        return runtime::FinishWriter<v1::TrainingEvent>(
-            runtime::ToGrpcStatus(absl::InvalidArgumentError("comparisons_path is empty")));
-      }
-      job.comparisons_path = request->comparisons_path();
-      break;
-    case v1::TrainRewardModelRequest::kInlineComparisons:
-      for (int i = 0; i < request->inline_comparisons().comparisons_size(); ++i) {
-        const v1::Comparison& c = request->inline_comparisons().comparisons(i);
-        const std::string field = absl::StrCat("inline_comparisons.comparisons[", i, "]");
-        ComparisonItem item;
-        absl::Status s = CheckTextOrTokens(c.prompt(), field + ".prompt");
-        if (!s.ok()) return runtime::FinishWriter<v1::TrainingEvent>(runtime::ToGrpcStatus(s));
-        item.prompt = FromProto(c.prompt());
-        const bool pair = c.has_chosen() || c.has_rejected();
-        if (pair == (c.ranked_size() > 0)) {
-          return runtime::FinishWriter<v1::TrainingEvent>(runtime::ToGrpcStatus(
-              absl::InvalidArgumentError(field + " must use exactly one form: ranked, or chosen + rejected")));
-        }
-        if (pair) {
-          s = CheckTextOrTokens(c.chosen(), field + ".chosen");
-          if (s.ok()) s = CheckTextOrTokens(c.rejected(), field + ".rejected");
-          if (!s.ok()) return runtime::FinishWriter<v1::TrainingEvent>(runtime::ToGrpcStatus(s));
-          item.responses = {{FromProto(c.chosen()), 1}, {FromProto(c.rejected()), 2}};
-        } else {
-          for (int j = 0; j < c.ranked_size(); ++j) {
-            s = CheckTextOrTokens(c.ranked(j).response(), absl::StrCat(field, ".ranked[", j, "].response"));
-            if (!s.ok()) return runtime::FinishWriter<v1::TrainingEvent>(runtime::ToGrpcStatus(s));
-            item.responses.push_back({FromProto(c.ranked(j).response()), c.ranked(j).rank()});
-          }
-        }
-        job.inline_comparisons.push_back(std::move(item));
-      }
-      if (job.inline_comparisons.empty()) {
-        return runtime::FinishWriter<v1::TrainingEvent>(
-            runtime::ToGrpcStatus(absl::InvalidArgumentError("inline_comparisons.comparisons is empty")));
-      }
-      break;
-    default:
-      return runtime::FinishWriter<v1::TrainingEvent>(
-          runtime::ToGrpcStatus(absl::InvalidArgumentError("set comparisons_path or inline_comparisons")));
-  }
-  const v1::RewardModelHyperParams& h = request->hparams();
-  if (h.epochs() < 0 || h.prompts_per_batch() < 0 || h.eval_interval_steps() < 0) {
-    return runtime::FinishWriter<v1::TrainingEvent>(runtime::ToGrpcStatus(
-        absl::InvalidArgumentError("hparams.epochs, prompts_per_batch and eval_interval_steps must be >= 0")));
-  }
-  job.options.epochs = h.epochs() > 0 ? h.epochs() : 1;
-  job.options.prompts_per_batch = h.prompts_per_batch() > 0 ? h.prompts_per_batch() : 64;
-  auto optimizer = ToOptimizerOptions(h.optimizer(), defaults_.reward_learning_rate, "hparams.optimizer");
-  if (!optimizer.ok()) return runtime::FinishWriter<v1::TrainingEvent>(runtime::ToGrpcStatus(optimizer.status()));
-  job.options.optimizer = *optimizer;
-  job.options.seed = h.seed();
-  job.options.eval_interval_steps = h.eval_interval_steps();
-  if (!(request->validation_fraction() >= 0 && request->validation_fraction() <= 0.5)) {
-    return runtime::FinishWriter<v1::TrainingEvent>(runtime::ToGrpcStatus(absl::InvalidArgumentError(
-        absl::StrCat("validation_fraction must be in [0, 0.5], got ", request->validation_fraction()))));
-  }
-  job.validation_fraction = request->validation_fraction();
-  job.init_model_path = request->init_model_path();
-  job.normalization_demonstrations_path = request->normalization_demonstrations_path();
-  job.bad_records = ToBadRecords(request->bad_record_policy());
-  job.output_dir = request->output_dir();
-  job.init_value_model = request->init_value_model();
+  absl::StatusOr<RewardJob> converted = RewardJobFromProto(*request, defaults_);
+  if (!converted.ok()) return runtime::FinishWriter<v1::TrainingEvent>(runtime::ToGrpcStatus(converted.status()));
+  RewardJob job = *std::move(converted);
 
   auto lease = engine_->Acquire("TrainRewardModel");
   if (!lease.ok()) return runtime::FinishWriter<v1::TrainingEvent>(runtime::ToGrpcStatus(lease.status()));
@@ -426,28 +463,9 @@ grpc::ServerWriteReactor<v1::TrainingEvent>* PpoTrainerServiceImpl::TrainRewardM
 grpc::ServerUnaryReactor* PpoTrainerServiceImpl::PpoStep(grpc::CallbackServerContext* context,
                                                          const v1::PpoStepRequest* request,
                                                          v1::PpoStepResponse* response) {
-  PpoJob job;
-  auto options = ToPpoOptions(request->hparams(), defaults_);
-  if (!options.ok()) return runtime::FinishUnary(context, runtime::ToGrpcStatus(options.status()));
-  job.options = *options;
-  job.rollouts.reserve(static_cast<size_t>(request->rollouts_size()));
-  for (const v1::Rollout& r : request->rollouts()) {
-    training::Rollout out;
-    out.prompt.assign(r.prompt_token_ids().begin(), r.prompt_token_ids().end());
-    out.response.assign(r.response_token_ids().begin(), r.response_token_ids().end());
-    out.sampling_logprobs.assign(r.sampling_logprobs().begin(), r.sampling_logprobs().end());
-    out.reference_logprobs.assign(r.reference_logprobs().begin(), r.reference_logprobs().end());
-    out.score = r.reward_score();
-    out.ended_with_stop = r.ended_with_stop_token();
-    job.rollouts.push_back(std::move(out));
-  }
-  for (int i = 0; i < request->ptx().examples_size(); ++i) {
-    absl::Status s = CheckTextOrTokens(request->ptx().examples(i), absl::StrCat("ptx.examples[", i, "]"));
-    if (!s.ok()) return runtime::FinishUnary(context, runtime::ToGrpcStatus(s));
-    job.ptx_examples.push_back(FromProto(request->ptx().examples(i)));
-  }
-  job.gamma_ptx = request->ptx().gamma_ptx();
-  if (request->has_expected_policy_version()) job.expected_policy_version = request->expected_policy_version();
+  absl::StatusOr<PpoJob> converted = PpoJobFromProto(*request, defaults_);
+  if (!converted.ok()) return runtime::FinishUnary(context, runtime::ToGrpcStatus(converted.status()));
+  PpoJob job = *std::move(converted);
   auto lease = engine_->Acquire("PpoStep");
   if (!lease.ok()) return runtime::FinishUnary(context, runtime::ToGrpcStatus(lease.status()));
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
@@ -623,15 +641,13 @@ grpc::ServerUnaryReactor* PpoTrainerServiceImpl::GetModelInfo(grpc::CallbackServ
   response->set_device(info->device);
   response->set_dtype(v1::DTYPE_F32);
   v1::TokenizerInfo* t = response->mutable_tokenizer();
-  t->set_kind(info->tokenizer_kind == tokenizer::kGpt2BpeKind ? v1::TOKENIZER_KIND_GPT2_BPE
-              : info->tokenizer_kind == tokenizer::kByteKind  ? v1::TOKENIZER_KIND_BYTE
-              : info->tokenizer_kind == tokenizer::kWordKind  ? v1::TOKENIZER_KIND_WORD
-                                                              : v1::TOKENIZER_KIND_UNSPECIFIED);
+  t->set_kind(serving::ToTokenizerKind(info->tokenizer_kind));
   t->set_vocab_size(info->tokenizer_vocab_size > 0 ? info->tokenizer_vocab_size
                                                    : static_cast<int32_t>(info->config.vocab_size));
   t->set_eos_token_id(info->eos_id ? *info->eos_id : -1);
   t->set_pad_token_id(info->pad_id ? *info->pad_id : -1);
   t->set_bos_token_id(-1);
+  t->set_end_of_turn_token_id(-1);  // the trainer takes no chat prompts
   *response->mutable_loaded_at() = TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(info->loaded_at));
   response->set_source_path(info->source);
   response->set_role(v1::MODEL_ROLE_POLICY);

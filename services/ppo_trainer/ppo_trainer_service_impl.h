@@ -66,6 +66,13 @@ absl::StatusOr<training::OptimizerOptions> ToOptimizerOptions(const v1::Optimize
                                                               double default_learning_rate, const std::string& field);
 absl::StatusOr<training::PpoOptions> ToPpoOptions(const v1::PpoHyperParams& hparams, const StageDefaults& defaults);
 
+// The requests of TrainSft, TrainRewardModel and PpoStep as the engine's jobs, with every check the handlers run
+// before they take the trainer (INVALID_ARGUMENT naming the field); the engine checks the data further when the job
+// runs. Plain functions, so that the fuzz target (tests/fuzz/ppo_trainer_fuzzer.cc) runs what the handlers run.
+absl::StatusOr<SftJob> SftJobFromProto(const v1::TrainSftRequest& request, const StageDefaults& defaults);
+absl::StatusOr<RewardJob> RewardJobFromProto(const v1::TrainRewardModelRequest& request, const StageDefaults& defaults);
+absl::StatusOr<PpoJob> PpoJobFromProto(const v1::PpoStepRequest& request, const StageDefaults& defaults);
+
 }  // namespace rlhf::trainer
 
 #endif  // RLHF_SERVICES_PPO_TRAINER_PPO_TRAINER_SERVICE_IMPL_H_

@@ -1,12 +1,9 @@
 #include "services/ppo_trainer/trainer_engine.h"
 
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
-#include <filesystem>
 
 #include <c10/core/GradMode.h>
 
@@ -27,41 +24,9 @@ constexpr char kPolicyDir[] = "policy";
 constexpr char kValueDir[] = "value";
 constexpr char kStateTensors[] = "trainer_state.safetensors";
 constexpr char kStateJson[] = "trainer_state.json";
-constexpr const char* kTokenizerFiles[] = {"tokenizer.json", "encoder.json", "vocab.bpe"};
-
-// Writes a directory atomically: `fill` writes into a hidden sibling, which is synced and renamed to `dir` when
-// complete, so readers (and a reward service watching the parent) see all of it or nothing. `dir` must not exist
-// (ALREADY_EXISTS otherwise).
-absl::Status WriteDirectoryAtomically(const std::string& dir, const std::function<absl::Status(const std::string&)>& fill) {
-  std::string clean = dir;
-  while (clean.size() > 1 && clean.back() == '/') clean.pop_back();
-  if (util::PathExists(clean)) return absl::AlreadyExistsError(absl::StrCat("checkpoint directory ", clean, " already exists"));
-  const std::string parent = util::DirName(clean);
-  RETURN_IF_ERROR(util::MakeDirectories(parent));
-  const std::string tmp = absl::StrCat(parent, "/.tmp-", util::BaseName(clean), "-", ::getpid());
-  std::error_code ignored;
-  std::filesystem::remove_all(tmp, ignored);  // a leftover of a crashed writer
-  RETURN_IF_ERROR(util::MakeDirectories(tmp));
-  absl::Status filled = fill(tmp);
-  if (filled.ok()) filled = util::SyncDirectory(tmp);
-  if (filled.ok() && ::rename(tmp.c_str(), clean.c_str()) != 0) {
-    filled = util::ErrnoStatus("rename checkpoint into place", clean, errno);
-  }
-  if (!filled.ok()) {
-    std::filesystem::remove_all(tmp, ignored);
-    return filled;
-  }
-  return util::SyncDirectory(parent);
-}
-
 absl::Status CopyTokenizerFiles(const std::string& from, const std::string& to) {
   if (from.empty()) return absl::OkStatus();
-  for (const char* name : kTokenizerFiles) {
-    const std::string src = absl::StrCat(from, "/", name);
-    if (!util::PathExists(src)) continue;
-    RETURN_IF_ERROR(util::CopyFileAtomically(src, absl::StrCat(to, "/", name)));
-  }
-  return absl::OkStatus();
+  return tokenizer::CopyTokenizerFiles(from, to);
 }
 
 int64_t DirectoryBytes(const std::string& dir) {
@@ -73,6 +38,13 @@ int64_t DirectoryBytes(const std::string& dir) {
     }
   }
   return total;
+}
+
+// A data file's prompt: its text, or for a chat prompt its messages.
+TextOrIds PromptOf(const std::string& prompt, const std::vector<data::ChatTurn>& messages) {
+  TextOrIds out{true, prompt, {}, {}};
+  for (const data::ChatTurn& turn : messages) out.messages.push_back({turn.role, turn.content});
+  return out;
 }
 
 data::ReadOptions ReadOptionsFor(BadRecords policy, std::function<absl::Status()> keep_going) {
@@ -88,6 +60,9 @@ struct TrainerEngine::State {
   std::shared_ptr<model::CausalLm> policy;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;
   std::string tokenizer_dir;  // where the tokenizer files are, copied into every checkpoint
+  // The chat template of the tokenizer's folder, or why there is none (chat prompts are refused with it).
+  std::unique_ptr<tokenizer::ChatTemplate> chat_template;
+  absl::Status chat_template_status = absl::NotFoundError("the policy has no tokenizer");
   std::string policy_source;
   absl::Time policy_loaded_at;
   int64_t policy_version = 0;
@@ -110,6 +85,10 @@ absl::StatusOr<std::unique_ptr<TrainerEngine>> TrainerEngine::Create(const Train
   if (options.checkpoint_root.empty()) return absl::InvalidArgumentError("--checkpoint_root must not be empty");
   if (options.max_rollouts <= 0) return absl::InvalidArgumentError("--max_rollouts must be > 0");
   std::unique_ptr<TrainerEngine> engine(new TrainerEngine(options));
+  RETURN_IF_ERROR(util::MakeDirectories(options.checkpoint_root));
+  const std::vector<std::string> roots =
+      options.path_roots.empty() ? std::vector<std::string>{options.checkpoint_root} : options.path_roots;
+  ASSIGN_OR_RETURN(engine->roots_, util::PathRoots::Create(roots, "--path_roots"));
   engine->state_ = std::make_unique<State>();
   if (!options.model_dir.empty()) RETURN_IF_ERROR(engine->LoadPolicy(options.model_dir));
   return engine;
@@ -118,8 +97,8 @@ absl::StatusOr<std::unique_ptr<TrainerEngine>> TrainerEngine::Create(const Train
 absl::StatusOr<OperationLease> TrainerEngine::Acquire(const std::string& operation) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!operation_.empty()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(operation_, " is running; the trainer runs one operation at a time"));
+    return absl::UnavailableError(
+        absl::StrCat(operation_, " is running; the trainer runs one operation at a time: retry when it ends"));
   }
   operation_ = operation;
   return OperationLease(this);
@@ -136,14 +115,22 @@ absl::Status TrainerEngine::LoadPolicy(const std::string& dir) {
   ASSIGN_OR_RETURN(std::unique_ptr<model::CausalLm> loaded, model::LoadModel(dir, mo));
   auto tok = tokenizer::LoadTokenizer(dir);
   if (!tok.ok() && !absl::IsNotFound(tok.status())) return tok.status();
+  absl::StatusOr<std::unique_ptr<tokenizer::ChatTemplate>> chat_template =
+      absl::NotFoundError("the policy has no tokenizer");
+  if (tok.ok()) chat_template = tokenizer::ChatTemplate::Load(dir);
   std::lock_guard<std::mutex> lock(mu_);
   if (tok.ok()) {
     state_->tokenizer = *std::move(tok);
     state_->tokenizer_dir = dir;
+    state_->chat_template.reset();
+    state_->chat_template_status = chat_template.status();
+    if (chat_template.ok()) state_->chat_template = *std::move(chat_template);
   } else if (state_->tokenizer && state_->policy &&
              state_->tokenizer->VocabSize() != loaded->config().vocab_size) {
     state_->tokenizer.reset();
     state_->tokenizer_dir.clear();
+    state_->chat_template.reset();
+    state_->chat_template_status = absl::NotFoundError("the policy has no tokenizer");
   }
   state_->policy = std::move(loaded);
   state_->policy_source = dir;
@@ -153,7 +140,30 @@ absl::Status TrainerEngine::LoadPolicy(const std::string& dir) {
   return absl::OkStatus();
 }
 
+namespace {
+
+v1::TextOrTokens ChatProto(const std::vector<tokenizer::ChatMessage>& messages) {
+  v1::TextOrTokens out;
+  for (const tokenizer::ChatMessage& m : messages) {
+    v1::ChatMessage* message = out.mutable_messages()->add_messages();
+    message->set_role(m.role);
+    message->set_content(m.content);
+  }
+  return out;
+}
+
+}  // namespace
+
+serving::PromptCodec TrainerEngine::ChatCodec() const {
+  serving::PromptCodec codec;
+  codec.tokenizer = state_->tokenizer.get();
+  codec.chat_template = state_->chat_template.get();
+  if (!codec.chat_template) codec.chat_template_status = state_->chat_template_status;
+  return codec;
+}
+
 absl::StatusOr<std::vector<int64_t>> TrainerEngine::EncodePrompt(const TextOrIds& value, const std::string& field) const {
+  if (!value.messages.empty()) return serving::EncodePrompt(ChatCodec(), ChatProto(value.messages), field);
   if (!value.is_text) {
     if (value.ids.empty()) return absl::InvalidArgumentError(field + ".token_ids is empty");
     return value.ids;
@@ -166,9 +176,18 @@ absl::StatusOr<std::vector<int64_t>> TrainerEngine::EncodePrompt(const TextOrIds
   return std::vector<int64_t>(ids.begin(), ids.end());
 }
 
-absl::StatusOr<std::vector<int64_t>> TrainerEngine::EncodeResponse(const TextOrIds& value,
+absl::StatusOr<std::vector<int64_t>> TrainerEngine::EncodeResponse(const TextOrIds& prompt, const TextOrIds& value,
                                                                    const std::string& field) const {
+  if (!value.messages.empty()) {
+    return absl::InvalidArgumentError(field + ".messages: a response is text or token_ids (the conversation goes in "
+                                      "the prompt)");
+  }
   if (!value.is_text) return value.ids;
+  if (!prompt.messages.empty()) {
+    v1::TextOrTokens response;
+    response.set_text(value.text);
+    return serving::EncodeResponse(ChatCodec(), ChatProto(prompt.messages), response, std::nullopt, field);
+  }
   if (!state_->tokenizer) {
     return absl::InvalidArgumentError(field + ".text: the policy has no tokenizer; send token ids");
   }
@@ -187,8 +206,45 @@ absl::Status TrainerEngine::SaveModelDir(const model::CausalLm& model, const std
 // ---------------------------------------------------------------------------------------------------------------
 // SFT
 
-absl::StatusOr<StageSummary> TrainerEngine::TrainSft(const SftJob& job, const training::ProgressSink& progress) {
+absl::StatusOr<std::string> TrainerEngine::ReadablePath(const std::string& path, absl::string_view field) const {
+  return roots_.Resolve(path, field);
+}
+
+absl::StatusOr<std::string> TrainerEngine::WritablePath(const std::string& path, absl::string_view field) const {
+  return roots_.ResolveForWrite(path, field);
+}
+
+absl::Status TrainerEngine::ConfinePaths(SftJob* job) const {
+  for (auto [path, field] : {std::pair{&job->data_path, "data_path"}, {&job->validation_path, "validation_path"},
+                             {&job->init_model_path, "init_model_path"}}) {
+    if (!path->empty()) {
+      ASSIGN_OR_RETURN(*path, ReadablePath(*path, field));
+    }
+  }
+  if (!job->output_dir.empty()) {
+    ASSIGN_OR_RETURN(job->output_dir, WritablePath(job->output_dir, "output_dir"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TrainerEngine::ConfinePaths(RewardJob* job) const {
+  for (auto [path, field] : {std::pair{&job->comparisons_path, "comparisons_path"},
+                             {&job->normalization_demonstrations_path, "normalization_demonstrations_path"},
+                             {&job->init_model_path, "init_model_path"}}) {
+    if (!path->empty()) {
+      ASSIGN_OR_RETURN(*path, ReadablePath(*path, field));
+    }
+  }
+  if (!job->output_dir.empty()) {
+    ASSIGN_OR_RETURN(job->output_dir, WritablePath(job->output_dir, "output_dir"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StageSummary> TrainerEngine::TrainSft(const SftJob& request, const training::ProgressSink& progress) {
   const absl::Time start = absl::Now();
+  SftJob job = request;
+  RETURN_IF_ERROR(ConfinePaths(&job));
   if (!job.init_model_path.empty()) RETURN_IF_ERROR(LoadPolicy(job.init_model_path));
   if (!state_->policy) {
     return absl::FailedPreconditionError("no policy loaded: pass init_model_path or start the trainer with --model");
@@ -205,7 +261,7 @@ absl::StatusOr<StageSummary> TrainerEngine::TrainSft(const SftJob& job, const tr
   auto encode = [&](const TextOrIds& p, const TextOrIds& r, const std::string& field) -> absl::StatusOr<training::PromptResponse> {
     training::PromptResponse out;
     ASSIGN_OR_RETURN(out.prompt, EncodePrompt(p, field + ".prompt"));
-    ASSIGN_OR_RETURN(out.response, EncodeResponse(r, field + ".response"));
+    ASSIGN_OR_RETURN(out.response, EncodeResponse(p, r, field + ".response"));
     return out;
   };
   if (!records.empty()) {
@@ -214,13 +270,14 @@ absl::StatusOr<StageSummary> TrainerEngine::TrainSft(const SftJob& job, const tr
                                          job.options.seed));
     for (size_t i = 0; i < split.train.size(); ++i) {
       ASSIGN_OR_RETURN(training::PromptResponse e,
-                       encode({true, split.train[i].prompt, {}}, {true, split.train[i].response, {}},
-                              absl::StrCat(job.data_path, " record ", i)));
+                       encode(PromptOf(split.train[i].prompt, split.train[i].messages),
+                              {true, split.train[i].response, {}, {}}, absl::StrCat(job.data_path, " record ", i)));
       train.push_back(std::move(e));
     }
     for (size_t i = 0; i < split.validation.size(); ++i) {
       ASSIGN_OR_RETURN(training::PromptResponse e,
-                       encode({true, split.validation[i].prompt, {}}, {true, split.validation[i].response, {}},
+                       encode(PromptOf(split.validation[i].prompt, split.validation[i].messages),
+                              {true, split.validation[i].response, {}, {}},
                               absl::StrCat(job.data_path, " validation record ", i)));
       validation.push_back(std::move(e));
     }
@@ -243,7 +300,8 @@ absl::StatusOr<StageSummary> TrainerEngine::TrainSft(const SftJob& job, const tr
     summary.records_skipped += static_cast<int64_t>(read.num_bad_records);
     for (size_t i = 0; i < read.records.size(); ++i) {
       ASSIGN_OR_RETURN(training::PromptResponse e,
-                       encode({true, read.records[i].prompt, {}}, {true, read.records[i].response, {}},
+                       encode(PromptOf(read.records[i].prompt, read.records[i].messages),
+                              {true, read.records[i].response, {}, {}},
                               absl::StrCat(job.validation_path, " record ", i)));
       validation.push_back(std::move(e));
     }
@@ -298,9 +356,11 @@ absl::StatusOr<StageSummary> TrainerEngine::TrainSft(const SftJob& job, const tr
 // ---------------------------------------------------------------------------------------------------------------
 // Reward model
 
-absl::StatusOr<StageSummary> TrainerEngine::TrainRewardModel(const RewardJob& job,
+absl::StatusOr<StageSummary> TrainerEngine::TrainRewardModel(const RewardJob& request,
                                                              const training::ProgressSink& progress) {
   const absl::Time start = absl::Now();
+  RewardJob job = request;
+  RETURN_IF_ERROR(ConfinePaths(&job));
   StageSummary summary;
   // The model: the given checkpoint, or a copy of the current policy, with a zero-initialised scalar head.
   model::ModelOptions mo;
@@ -343,10 +403,11 @@ absl::StatusOr<StageSummary> TrainerEngine::TrainRewardModel(const RewardJob& jo
   std::vector<Pending> pending;
   for (size_t i = 0; i < records.size(); ++i) {
     Pending p;
-    ASSIGN_OR_RETURN(p.prompt, EncodePrompt({true, records[i].prompt, {}}, absl::StrCat(job.comparisons_path, " record ", i)));
+    const TextOrIds prompt = PromptOf(records[i].prompt, records[i].messages);
+    ASSIGN_OR_RETURN(p.prompt, EncodePrompt(prompt, absl::StrCat(job.comparisons_path, " record ", i)));
     p.prompt_key = records[i].prompt;
     for (const data::RankedResponse& r : records[i].responses) {
-      ASSIGN_OR_RETURN(std::vector<int64_t> ids, EncodeResponse({true, r.text, {}}, "response"));
+      ASSIGN_OR_RETURN(std::vector<int64_t> ids, EncodeResponse(prompt, {true, r.text, {}, {}}, "response"));
       p.responses.push_back(std::move(ids));
       p.ranks.push_back(r.rank);
     }
@@ -358,14 +419,18 @@ absl::StatusOr<StageSummary> TrainerEngine::TrainRewardModel(const RewardJob& jo
     if (c.responses.size() < 2) return absl::InvalidArgumentError(field + " has fewer than 2 responses");
     Pending p;
     ASSIGN_OR_RETURN(p.prompt, EncodePrompt(c.prompt, field + ".prompt"));
-    p.prompt_key = c.prompt.is_text ? c.prompt.text : absl::StrCat("ids:", absl::StrJoin(c.prompt.ids, ","));
+    p.prompt_key = !c.prompt.messages.empty() ? absl::StrCat("chat:", c.prompt.messages.size(), ":",
+                                                             ChatProto(c.prompt.messages).SerializeAsString())
+                   : c.prompt.is_text ? c.prompt.text
+                                      : absl::StrCat("ids:", absl::StrJoin(c.prompt.ids, ","));
     bool any_pair = false;
     for (size_t j = 0; j < c.responses.size(); ++j) {
       if (c.responses[j].rank < 1) {
         return absl::InvalidArgumentError(absl::StrCat(field, ".ranked[", j, "].rank must be >= 1"));
       }
       ASSIGN_OR_RETURN(std::vector<int64_t> ids,
-                       EncodeResponse(c.responses[j].response, absl::StrCat(field, ".ranked[", j, "].response")));
+                       EncodeResponse(c.prompt, c.responses[j].response,
+                                      absl::StrCat(field, ".ranked[", j, "].response")));
       p.responses.push_back(std::move(ids));
       p.ranks.push_back(c.responses[j].rank);
       any_pair = any_pair || c.responses[j].rank != c.responses[0].rank;
@@ -422,8 +487,9 @@ absl::StatusOr<StageSummary> TrainerEngine::TrainRewardModel(const RewardJob& jo
     std::vector<training::PromptResponse> sequences;
     for (size_t i = 0; i < demos.records.size(); ++i) {
       training::PromptResponse e;
-      ASSIGN_OR_RETURN(e.prompt, EncodePrompt({true, demos.records[i].prompt, {}}, "demonstration"));
-      ASSIGN_OR_RETURN(e.response, EncodeResponse({true, demos.records[i].response, {}}, "demonstration"));
+      const TextOrIds prompt = PromptOf(demos.records[i].prompt, demos.records[i].messages);
+      ASSIGN_OR_RETURN(e.prompt, EncodePrompt(prompt, "demonstration"));
+      ASSIGN_OR_RETURN(e.response, EncodeResponse(prompt, {true, demos.records[i].response, {}, {}}, "demonstration"));
       if (static_cast<int64_t>(e.prompt.size() + e.response.size()) <= rm->config().max_position_embeddings) {
         sequences.push_back(std::move(e));
       }
@@ -436,7 +502,7 @@ absl::StatusOr<StageSummary> TrainerEngine::TrainRewardModel(const RewardJob& jo
   if (util::PathExists(summary.checkpoint_path)) {
     summary.checkpoint_path = absl::StrCat(root, "/rm-", version, "-", absl::ToUnixMillis(absl::Now()));
   }
-  RETURN_IF_ERROR(WriteDirectoryAtomically(summary.checkpoint_path, [&](const std::string& tmp) {
+  RETURN_IF_ERROR(util::WriteDirectoryAtomically(summary.checkpoint_path, [&](const std::string& tmp) {
     return SaveModelDir(*rm, tmp,
                         {{"rlhf.stage", "reward_model"},
                          {"rlhf.normalization_bias", absl::StrCat(summary.normalization_bias)}});
@@ -460,6 +526,11 @@ absl::StatusOr<StageSummary> TrainerEngine::TrainRewardModel(const RewardJob& jo
 // PPO
 
 absl::StatusOr<PpoOutcome> TrainerEngine::PpoStep(const PpoJob& job) {
+  if (job.expected_policy_version && !state_->policy) {
+    // A caller that expects a policy this trainer does not have (it restarted since) is told so, like any stale one.
+    return absl::AbortedError(absl::StrCat("expected_policy_version is ", *job.expected_policy_version,
+                                           " but no policy is loaded"));
+  }
   if (!state_->policy) return absl::FailedPreconditionError("no policy loaded");
   if (!state_->value) {
     return absl::FailedPreconditionError(
@@ -529,12 +600,15 @@ absl::StatusOr<CheckpointOutcome> TrainerEngine::SaveCheckpoint(const std::strin
   if (!state_->policy) return absl::FailedPreconditionError("no policy loaded: nothing to save");
   const int64_t step = state_->learner ? state_->learner->steps() : 0;
   CheckpointOutcome out;
-  out.path = path.empty() ? absl::StrCat(options_.checkpoint_root, "/trainer-step-", step, "-v", state_->policy_version)
-                          : path;
+  if (path.empty()) {
+    out.path = absl::StrCat(options_.checkpoint_root, "/trainer-step-", step, "-v", state_->policy_version);
+  } else {
+    ASSIGN_OR_RETURN(out.path, WritablePath(path, "path"));
+  }
   out.step = step;
   out.policy = {options_.policy_name, state_->policy_version};
   if (state_->value) out.value = {"value", state_->value_version};
-  RETURN_IF_ERROR(WriteDirectoryAtomically(out.path, [&](const std::string& tmp) -> absl::Status {
+  RETURN_IF_ERROR(util::WriteDirectoryAtomically(out.path, [&](const std::string& tmp) -> absl::Status {
     RETURN_IF_ERROR(SaveModelDir(*state_->policy, absl::StrCat(tmp, "/", kPolicyDir), {{"rlhf.role", "policy"}}));
     if (state_->value) {
       RETURN_IF_ERROR(SaveModelDir(*state_->value, absl::StrCat(tmp, "/", kValueDir), {{"rlhf.role", "value"}}));
@@ -566,9 +640,11 @@ absl::StatusOr<CheckpointOutcome> TrainerEngine::SaveCheckpoint(const std::strin
   return out;
 }
 
-absl::StatusOr<CheckpointOutcome> TrainerEngine::LoadCheckpoint(const std::string& path, LoadRole role) {
-  if (path.empty()) return absl::InvalidArgumentError("path is empty");
-  if (!util::IsDirectory(path)) return absl::NotFoundError(absl::StrCat("checkpoint directory ", path, " does not exist"));
+absl::StatusOr<CheckpointOutcome> TrainerEngine::LoadCheckpoint(const std::string& requested, LoadRole role) {
+  ASSIGN_OR_RETURN(const std::string path, ReadablePath(requested, "path"));
+  if (!util::IsDirectory(path)) {
+    return absl::InvalidArgumentError(absl::StrCat("path: checkpoint ", requested, " is not a folder"));
+  }
   CheckpointOutcome out;
   out.path = path;
   const std::string policy_dir = absl::StrCat(path, "/", kPolicyDir);

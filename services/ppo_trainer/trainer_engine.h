@@ -1,7 +1,7 @@
 // The trainer's domain layer: holds the policy, the value model, the reward models it trained and the PPO learner
 // state, reads and tokenizes training data, runs SFT, reward-model training and PPO steps, and writes and reads
 // checkpoints. Knows no gRPC: the service converts protobuf at its edge. One operation runs at a time: callers take
-// an OperationLease first (FAILED_PRECONDITION naming the running operation otherwise).
+// an OperationLease first (UNAVAILABLE naming the running operation otherwise).
 #ifndef RLHF_SERVICES_PPO_TRAINER_TRAINER_ENGINE_H_
 #define RLHF_SERVICES_PPO_TRAINER_TRAINER_ENGINE_H_
 
@@ -20,11 +20,14 @@
 #include "common/model/causal_lm.h"
 #include "common/model/model_config.h"
 #include "common/model/sampler.h"
+#include "common/serving/prompt_codec.h"
+#include "common/tokenizer/chat_template.h"
 #include "common/tokenizer/tokenizer.h"
 #include "common/training/events.h"
 #include "common/training/ppo_learner.h"
 #include "common/training/reward_trainer.h"
 #include "common/training/sft_trainer.h"
+#include "common/util/path_roots.h"
 
 namespace rlhf::trainer {
 
@@ -32,8 +35,11 @@ struct TrainerEngineOptions {
   // Initial policy: a model folder (config.json, model.safetensors, tokenizer files). Empty: none until TrainSft
   // with init_model_path or LoadCheckpoint.
   std::string model_dir;
-  // Where checkpoints go when a request names no directory.
+  // Where checkpoints go when a request names no directory (created at start).
   std::string checkpoint_root = "checkpoints";
+  // Folders every path a request names must resolve into, symlinks followed (data files, checkpoints to load or
+  // write, output folders); PERMISSION_DENIED outside. Empty: checkpoint_root alone.
+  std::vector<std::string> path_roots;
   std::string device = "cpu";
   std::string policy_name = "policy";
   int32_t max_rollouts = 4096;  // per PpoStep
@@ -49,6 +55,9 @@ struct TextOrIds {
   bool is_text = true;
   std::string text;
   std::vector<int64_t> ids;
+  // Non-empty: a chat prompt, rendered with the policy's chat template (text and ids are then unused). A text
+  // response to it is the assistant turn the template would contain, its end-of-turn token included.
+  std::vector<tokenizer::ChatMessage> messages;
 };
 
 enum class BadRecords { kFail, kSkip };
@@ -161,6 +170,7 @@ class OperationLease {
   ~OperationLease();
 
  private:
+
   friend class TrainerEngine;
   explicit OperationLease(TrainerEngine* engine) : engine_(engine) {}
   TrainerEngine* engine_;
@@ -171,7 +181,8 @@ class TrainerEngine {
   static absl::StatusOr<std::unique_ptr<TrainerEngine>> Create(const TrainerEngineOptions& options);
   ~TrainerEngine();
 
-  // FAILED_PRECONDITION ("TrainSft is running") when another operation holds the trainer.
+  // UNAVAILABLE ("TrainSft is running ...") when another operation holds the trainer: the caller may retry (a
+  // caller that went away, e.g. a killed orchestrator, leaves its operation to end at its next step).
   absl::StatusOr<OperationLease> Acquire(const std::string& operation);
 
   // The long operations: call with a lease held, off any RPC thread. `progress` may stop them (its status is
@@ -195,12 +206,22 @@ class TrainerEngine {
   struct State;
   absl::Status LoadPolicy(const std::string& dir);
   absl::StatusOr<std::vector<int64_t>> EncodePrompt(const TextOrIds& value, const std::string& field) const;
-  absl::StatusOr<std::vector<int64_t>> EncodeResponse(const TextOrIds& value, const std::string& field) const;
+  // The policy's tokenizer and chat template, as the model services encode chat prompts.
+  serving::PromptCodec ChatCodec() const;
+  // `value` answering `prompt` (a chat prompt's text reply is its assistant turn).
+  absl::StatusOr<std::vector<int64_t>> EncodeResponse(const TextOrIds& prompt, const TextOrIds& value,
+                                                      const std::string& field) const;
   absl::Status SaveModelDir(const model::CausalLm& model, const std::string& dir,
                             const std::map<std::string, std::string>& metadata) const;
   void Release();
+  // The request's paths resolved inside options.path_roots (reads must exist; writes may create folders).
+  absl::Status ConfinePaths(SftJob* job) const;
+  absl::Status ConfinePaths(RewardJob* job) const;
+  absl::StatusOr<std::string> ReadablePath(const std::string& path, absl::string_view field) const;
+  absl::StatusOr<std::string> WritablePath(const std::string& path, absl::string_view field) const;
 
   TrainerEngineOptions options_;
+  util::PathRoots roots_;
   std::unique_ptr<State> state_;
   mutable std::mutex mu_;          // guards operation_ and the identities in state_
   std::string operation_;          // the running operation; empty when idle

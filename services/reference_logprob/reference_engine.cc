@@ -25,8 +25,9 @@ absl::Status ReferenceEngine::Validate(const LogProbsRequest& request) const {
     return absl::InvalidArgumentError(absl::StrCat("sequences has ", request.sequences.size(),
                                                    " entries, more than the limit ", options_.max_sequences));
   }
-  if (!(request.temperature > 0) || request.temperature > 100) {
-    return absl::InvalidArgumentError(absl::StrCat("temperature=", request.temperature, " is outside (0, 100]"));
+  if (!(request.temperature >= model::kMinTemperature) || request.temperature > 100) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("temperature=", request.temperature, " is outside [", model::kMinTemperature, ", 100]"));
   }
   for (size_t i = 0; i < request.sequences.size(); ++i) {
     const model::ScoreRequest& seq = request.sequences[i];

@@ -7,6 +7,19 @@
 
 namespace rlhf::reference {
 
+LogProbsRequest LogProbsRequestFromProto(const v1::LogProbsRequest& proto) {
+  LogProbsRequest converted;
+  converted.sequences.reserve(static_cast<size_t>(proto.sequences_size()));
+  for (const v1::PromptResponseIds& seq : proto.sequences()) {
+    model::ScoreRequest row;
+    row.prompt.assign(seq.prompt_token_ids().begin(), seq.prompt_token_ids().end());
+    row.response.assign(seq.response_token_ids().begin(), seq.response_token_ids().end());
+    converted.sequences.push_back(std::move(row));
+  }
+  converted.temperature = proto.has_temperature() ? proto.temperature() : 1.0;
+  return converted;
+}
+
 ReferenceLogprobServiceImpl::ReferenceLogprobServiceImpl(ReferenceEngine* engine, serving::EngineMetrics* metrics)
     : engine_(engine), metrics_(metrics) {
   metrics_->model_version.Set(static_cast<double>(engine_->store().Current()->version));
@@ -18,15 +31,7 @@ ReferenceLogprobServiceImpl::ReferenceLogprobServiceImpl(ReferenceEngine* engine
 grpc::ServerUnaryReactor* ReferenceLogprobServiceImpl::LogProbs(grpc::CallbackServerContext* context,
                                                                 const v1::LogProbsRequest* request,
                                                                 v1::LogProbsResponse* response) {
-  LogProbsRequest converted;
-  converted.sequences.reserve(static_cast<size_t>(request->sequences_size()));
-  for (const v1::PromptResponseIds& seq : request->sequences()) {
-    model::ScoreRequest row;
-    row.prompt.assign(seq.prompt_token_ids().begin(), seq.prompt_token_ids().end());
-    row.response.assign(seq.response_token_ids().begin(), seq.response_token_ids().end());
-    converted.sequences.push_back(std::move(row));
-  }
-  converted.temperature = request->has_temperature() ? request->temperature() : 1.0;
+  LogProbsRequest converted = LogProbsRequestFromProto(*request);
   converted.deadline = absl::FromChrono(context->deadline());
   converted.cancelled = [context] { return context->IsCancelled(); };
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();

@@ -12,6 +12,11 @@ namespace rlhf::reference {
 
 namespace v1 = ::rlhf::v1;
 
+// LogProbs' request as the engine takes it (the engine validates it in Submit); the deadline and cancellation are
+// left for the caller. A plain function, so that the fuzz target (tests/fuzz/reference_logprob_fuzzer.cc) runs what
+// the handler runs.
+LogProbsRequest LogProbsRequestFromProto(const v1::LogProbsRequest& proto);
+
 class ReferenceLogprobServiceImpl final : public v1::ReferenceLogprobService::CallbackService {
  public:
   // `engine` and `metrics` must outlive the service.

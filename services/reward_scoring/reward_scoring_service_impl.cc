@@ -10,40 +10,14 @@
 #include "common/runtime/logging.h"
 #include "common/runtime/status_util.h"
 #include "common/serving/model_info.h"
+#include "common/serving/prompt_codec.h"
+#include "common/util/status_macros.h"
 
 namespace rlhf::reward {
 namespace {
 
 constexpr char kNoModel[] =
     "no reward model is loaded yet; it serves once a checkpoint is loaded (--model, --watch or ReloadModel)";
-
-// One side of a pair as token ids (a text response without its EOS). `field` is "items[i].prompt" or
-// "items[i].response".
-absl::StatusOr<std::vector<int64_t>> ToIds(const v1::TextOrTokens& value, const std::string& field, bool response,
-                                           const tokenizer::Tokenizer* tokenizer, std::optional<int64_t> eos) {
-  std::vector<int64_t> ids;
-  switch (value.content_case()) {
-    case v1::TextOrTokens::kText: {
-      if (tokenizer == nullptr) {
-        return absl::InvalidArgumentError(absl::StrCat(field, ".text: this model has no tokenizer; send token_ids"));
-      }
-      if (response && !eos.has_value()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(field, ".text: this model has no EOS token to end a text response; send token_ids"));
-      }
-      auto encoded = tokenizer->EncodeOrdinary(value.text());
-      if (!encoded.ok()) return encoded.status();
-      ids.assign(encoded->begin(), encoded->end());
-      break;
-    }
-    case v1::TextOrTokens::kTokenIds:
-      ids.assign(value.token_ids().ids().begin(), value.token_ids().ids().end());
-      break;
-    default:
-      return absl::InvalidArgumentError(absl::StrCat(field, " has neither text nor token_ids"));
-  }
-  return ids;
-}
 
 // ScoreRequest.request_id goes to the logs: every request at debug level, failures at info.
 void LogScore(const std::string& request_id, int items, const absl::Status& status, int64_t version) {
@@ -93,43 +67,48 @@ RewardScoringServiceImpl::RewardScoringServiceImpl(RewardEngine* engine, RewardM
 
 absl::StatusOr<RewardRequest> RewardScoringServiceImpl::FromProto(const v1::ScoreRequest& proto,
                                                                   grpc::CallbackServerContext* context) const {
-  const serving::ModelStore* store = engine_->store();
+  absl::StatusOr<RewardRequest> request = RewardRequestFromProto(proto, *engine_);
+  if (!request.ok()) return request;
+  request->deadline = absl::FromChrono(context->deadline());
+  request->cancelled = [context] { return context->IsCancelled(); };
+  return request;
+}
+
+absl::StatusOr<RewardRequest> RewardRequestFromProto(const v1::ScoreRequest& proto, const RewardEngine& engine) {
+  constexpr size_t kMaxRequestIdBytes = RewardScoringServiceImpl::kMaxRequestIdBytes;
+  const serving::ModelStore* store = engine.store();
   if (store == nullptr) return absl::UnavailableError(kNoModel);
   if (proto.request_id().size() > kMaxRequestIdBytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("request_id has ", proto.request_id().size(), " bytes, more than the limit ", kMaxRequestIdBytes));
   }
   // Checked before any text is encoded (the engine checks it again with the rest).
-  if (proto.items_size() > engine_->options().max_items) {
+  if (proto.items_size() > engine.options().max_items) {
     return absl::InvalidArgumentError(
-        absl::StrCat("items has ", proto.items_size(), " entries, more than the limit ", engine_->options().max_items));
+        absl::StrCat("items has ", proto.items_size(), " entries, more than the limit ", engine.options().max_items));
   }
-  const tokenizer::Tokenizer* tokenizer = store->tokenizer();
-  const std::optional<int64_t> eos = engine_->eos_token_id();
+  const serving::PromptCodec& codec = store->prompt_codec();
+  const std::optional<int64_t> eos = engine.eos_token_id();
   RewardRequest request;
   request.items.reserve(static_cast<size_t>(proto.items_size()));
   for (int i = 0; i < proto.items_size(); ++i) {
     const v1::ScoreItem& item = proto.items(i);
     const std::string field = absl::StrCat("items[", i, "]");
     ScorePair pair;
-    auto prompt = ToIds(item.prompt(), field + ".prompt", false, tokenizer, eos);
-    if (!prompt.ok()) return prompt.status();
-    pair.prompt = *std::move(prompt);
+    ASSIGN_OR_RETURN(pair.prompt, serving::EncodePrompt(codec, item.prompt(), field + ".prompt"));
     if (pair.prompt.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ".prompt",
-                       item.prompt().content_case() == v1::TextOrTokens::kText ? ".text" : ".token_ids", " is empty"));
+      const v1::TextOrTokens::ContentCase kind = item.prompt().content_case();
+      return absl::InvalidArgumentError(absl::StrCat(field, ".prompt",
+                                                     kind == v1::TextOrTokens::kText       ? ".text"
+                                                     : kind == v1::TextOrTokens::kMessages ? ".messages"
+                                                                                           : ".token_ids",
+                                                     " is empty"));
     }
-    auto response = ToIds(item.response(), field + ".response", true, tokenizer, eos);
-    if (!response.ok()) return response.status();
-    pair.response = *std::move(response);
-    // A text response is a finished one: it ends with EOS, as a sampled response that stopped does.
-    if (item.response().content_case() == v1::TextOrTokens::kText) pair.response.push_back(*eos);
+    ASSIGN_OR_RETURN(pair.response, serving::EncodeResponse(codec, item.prompt(), item.response(), eos,
+                                                            field + ".response"));
     request.items.push_back(std::move(pair));
   }
   if (proto.has_min_model_version()) request.min_model_version = proto.min_model_version();
-  request.deadline = absl::FromChrono(context->deadline());
-  request.cancelled = [context] { return context->IsCancelled(); };
   return request;
 }
 
@@ -360,13 +339,14 @@ grpc::ServerUnaryReactor* RewardScoringServiceImpl::ReloadModel(grpc::CallbackSe
         response->set_outcome(v1::RELOAD_OUTCOME_REFUSED);
         break;
     }
-    response->mutable_model_id()->set_name(result->model_name);
+    response->mutable_model_id()->set_name(runtime::Utf8Safe(result->model_name));
     response->mutable_model_id()->set_version(result->version);
-    response->mutable_previous_model_id()->set_name(result->model_name);
+    response->mutable_previous_model_id()->set_name(runtime::Utf8Safe(result->model_name));
     response->mutable_previous_model_id()->set_version(result->previous_version);
-    response->set_checkpoint_path(result->checkpoint_path);
+    // Paths and messages may quote bytes of a broken checkpoint: proto strings must be valid UTF-8.
+    response->set_checkpoint_path(runtime::Utf8Safe(result->checkpoint_path));
     response->set_normalization_bias(result->normalization_bias);
-    response->set_message(result->message);
+    response->set_message(runtime::Utf8Safe(result->message));
     reactor->Finish(grpc::Status::OK);
   });
   return reactor;

@@ -58,6 +58,13 @@ class RewardScoringServiceImpl final : public v1::RewardScoringService::Callback
   RewardMetrics* metrics_;
 };
 
+// Score's request as the engine takes it (which validates it further in Submit): the request id's length, the item
+// count, each side as token ids (text encoded with the model's tokenizer; a text response gets the EOS id); the
+// deadline and cancellation are left for the caller. UNAVAILABLE before a model is loaded, INVALID_ARGUMENT naming
+// the field. A plain function, so that the fuzz target (tests/fuzz/reward_scoring_fuzzer.cc) runs what the handlers
+// run.
+absl::StatusOr<RewardRequest> RewardRequestFromProto(const v1::ScoreRequest& proto, const RewardEngine& engine);
+
 }  // namespace rlhf::reward
 
 #endif  // RLHF_SERVICES_REWARD_SCORING_REWARD_SCORING_SERVICE_IMPL_H_

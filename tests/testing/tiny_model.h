@@ -17,10 +17,14 @@ struct TinyModelOptions {
   uint64_t seed = 1;
   bool reward_head = false;
   bool value_head = false;
+  std::string model_type = "gpt2";  // any family: "gpt2", "llama", "qwen2", "qwen3", "mistral"
+  // Empty: the byte tokenizer. Else a folder whose tokenizer files (and chat template) the model takes, with its
+  // vocabulary and special tokens (e.g. RLHF_DATA_DIR/qwen3).
+  std::string tokenizer_dir;
 };
 
-// Writes config.json, model.safetensors and tokenizer.json (byte tokenizer: ids 0..255 bytes, 256 EOS, 257 pad)
-// into `dir` (created if missing).
+// Writes config.json, model.safetensors and tokenizer.json (byte tokenizer: ids 0..255 bytes, 256 EOS, 257 pad; or
+// the files of options.tokenizer_dir) into `dir` (created if missing).
 absl::Status WriteTinyModel(const std::string& dir, const TinyModelOptions& options = {});
 
 }  // namespace rlhf::testing

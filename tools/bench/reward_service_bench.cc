@@ -39,7 +39,8 @@
 
 ABSL_FLAG(std::string, shapes, "tiny,medium",
           "comma-separated shapes: tiny (2 x 128, 17 tokens), medium (6 x 512, 64 tokens), small (GPT-2 small, "
-          "12 x 768, 128 tokens)");
+          "12 x 768, 128 tokens), qwen2-medium (a Qwen2ForSequenceClassification, 6 x 512, 8 heads, 2 key/value "
+          "heads, 64 tokens)");
 ABSL_FLAG(std::string, concurrency, "1,8,32", "concurrent callers, each with one 1-pair request in flight");
 ABSL_FLAG(int, batch_rows, 32, "--max_batch_rows of the server with batching on (off is 1), and the in-process batch");
 ABSL_FLAG(absl::Duration, max_batch_wait, absl::Milliseconds(5), "the server's --max_batch_wait (batching on)");
@@ -53,6 +54,8 @@ namespace {
 struct Shape {
   std::string name;
   int64_t layers, width, heads, vocab, tokens;
+  std::string model_type = "gpt2";
+  int64_t kv_heads = 0;  // 0: heads
 };
 
 std::vector<int> ParseList(const std::string& text) {
@@ -78,8 +81,8 @@ std::string LoadAverage() {
 // A random reward model of `shape` (no tokenizer: requests carry token ids).
 absl::Status WriteModel(const std::string& dir, const Shape& shape) {
   RETURN_IF_ERROR(util::MakeDirectories(dir));
-  model::ModelConfig config;
-  config.SetShape(shape.layers, shape.width, shape.heads);
+  ASSIGN_OR_RETURN(model::ModelConfig config, model::ModelConfig::ForModelType(shape.model_type));
+  config.SetShape(shape.layers, shape.width, shape.heads, shape.kv_heads);
   config.vocab_size = shape.vocab;
   config.max_position_embeddings = std::max<int64_t>(shape.tokens, 128);
   config.architectures = {config.SequenceClassifierArchitecture()};
@@ -188,7 +191,11 @@ int Run() {
   const int batch_rows = absl::GetFlag(FLAGS_batch_rows);
   const std::vector<int> concurrencies = ParseList(absl::GetFlag(FLAGS_concurrency));
   const std::vector<Shape> known = {
-      {"tiny", 2, 128, 4, 64, 17}, {"medium", 6, 512, 8, 50257, 64}, {"small", 12, 768, 12, 50257, 128}};
+      {"tiny", 2, 128, 4, 64, 17},
+      {"medium", 6, 512, 8, 50257, 64},
+      {"small", 12, 768, 12, 50257, 128},
+      // Other teams' reward models: the Qwen2 family (q/k/v biases, GQA) at the medium shape.
+      {"qwen2-medium", 6, 512, 8, 50257, 64, "qwen2", 2}};
   std::printf(
       "reward scoring: service over gRPC on loopback vs in-process forward; %d intra-op threads; "
       "load average before: %s\n",

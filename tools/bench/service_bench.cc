@@ -24,7 +24,9 @@
 #include "services/policy_generation/generation_engine.h"
 #include "services/policy_generation/policy_generation_service_impl.h"
 
-ABSL_FLAG(std::string, models, "small,tiny", "shapes: small (12 x 768, vocab 50257) and/or tiny (2 x 128, vocab 258)");
+ABSL_FLAG(std::string, models, "small,tiny",
+          "shapes: small (GPT-2 12 x 768, vocab 50257), tiny (GPT-2 2 x 128, vocab 258), llama-tiny (Llama 2 x 128, "
+          "GQA 4/2, vocab 258), smollm2 (Llama 30 x 576, GQA 9/3, vocab 49152)");
 ABSL_FLAG(std::string, concurrency, "1,8", "concurrent callers (service) and batch sizes (in-process)");
 ABSL_FLAG(int, prompt, 32, "prompt tokens per request");
 ABSL_FLAG(int, new_tokens, 64, "sampled tokens per request (EOS ignored: every request runs to the end)");
@@ -44,15 +46,31 @@ std::vector<int> ParseList(const std::string& text) {
   return values;
 }
 
-absl::Status WriteModel(const std::string& dir, bool small) {
+// The random model of a --models name: small (GPT-2 small), tiny (GPT-2 2 x 128, byte tokenizer), llama-tiny (the
+// same shape as a Llama: 4 heads, 2 key/value heads) or smollm2 (SmolLM2-135M's shape: 30 x 576, 9 heads, 3
+// key/value heads, intermediate 1536, vocab 49152).
+absl::Status WriteModel(const std::string& dir, absl::string_view name) {
   RETURN_IF_ERROR(util::MakeDirectories(dir));
   model::ModelConfig config;
-  if (!small) {
-    config.SetShape(2, 128, 4);
+  if (name == "smollm2") {
+    ASSIGN_OR_RETURN(config, model::ModelConfig::ForModelType("llama"));
+    config.SetShape(30, 576, 9, 3, 64, 1536);
+    config.vocab_size = 49152;
+    config.max_position_embeddings = 2048;
+  } else if (name == "tiny" || name == "llama-tiny") {
+    if (name == "llama-tiny") {
+      ASSIGN_OR_RETURN(config, model::ModelConfig::ForModelType("llama"));
+      config.SetShape(2, 128, 4, 2);
+    } else {
+      config.SetShape(2, 128, 4);
+    }
     config.max_position_embeddings = 256;
     ASSIGN_OR_RETURN(auto tokenizer, tokenizer::ByteTokenizer::Create());
     RETURN_IF_ERROR(tokenizer->Save(dir + "/tokenizer.json"));
     config.vocab_size = tokenizer->VocabSize();
+  } else if (name != "small") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--models: '", name, "' is not small, tiny, llama-tiny or smollm2"));
   }
   ASSIGN_OR_RETURN(auto model, model::CreateModel(config));
   return model->Save(dir);
@@ -73,9 +91,8 @@ int Run() {
   }
   std::printf("%-6s %-28s %12s %10s\n", "model", "path", "tokens/s", "vs in-proc");
   for (absl::string_view name : absl::StrSplit(absl::GetFlag(FLAGS_models), ',', absl::SkipEmpty())) {
-    const bool small = name == "small";
     const std::string dir = absl::StrCat(absl::GetFlag(FLAGS_work_dir), "/", name);
-    if (absl::Status status = WriteModel(dir, small); !status.ok()) {
+    if (absl::Status status = WriteModel(dir, name); !status.ok()) {
       std::fprintf(stderr, "%s\n", status.ToString().c_str());
       return 1;
     }

@@ -9,9 +9,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <random>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/runtime/client.h"
 
 extern char** environ;
@@ -29,8 +32,10 @@ std::vector<LocalService> SuiteServices(const std::string& bin_dir, const SuiteL
     return service;
   };
   const std::string model_flag = absl::StrCat("--model=", layout.policy_model);
-  // The model services load the run's checkpoints, which live under the runs root.
-  const std::string roots_flag = absl::StrCat("--path_roots=", layout.runs_root);
+  // The services may read the run's checkpoints and data under the runs root, and the files its config names.
+  std::vector<std::string> roots = {layout.runs_root};
+  roots.insert(roots.end(), layout.extra_roots.begin(), layout.extra_roots.end());
+  const std::string roots_flag = absl::StrCat("--path_roots=", absl::StrJoin(roots, ","));
   return {
       make("policy-generation", "policy_generation", "rlhf.v1.PolicyGenerationService",
            {model_flag, "--model_name=policy", roots_flag}),
@@ -39,32 +44,69 @@ std::vector<LocalService> SuiteServices(const std::string& bin_dir, const SuiteL
       make("reward-scoring", "reward_scoring", "rlhf.v1.RewardScoringService",
            {absl::StrCat("--model=", layout.reward_model), "--model_name=reward", "--allow_reload", roots_flag}),
       make("ppo-trainer", "ppo_trainer", "rlhf.v1.PpoTrainerService",
-           {model_flag, absl::StrCat("--checkpoint_root=", layout.checkpoint_root)}),
+           {model_flag, absl::StrCat("--checkpoint_root=", layout.checkpoint_root), roots_flag}),
       make("labeling", "labeling", "rlhf.v1.LabelingService",
            layout.labeling_state_dir.empty() ? std::vector<std::string>{}
                                              : std::vector<std::string>{
                                                    absl::StrCat("--state_dir=", layout.labeling_state_dir)}),
       make("orchestrator", "orchestrator", "rlhf.v1.OrchestratorService",
-           {absl::StrCat("--runs_root=", layout.runs_root)}),
+           {absl::StrCat("--runs_root=", layout.runs_root), roots_flag,
+            layout.resume_runs ? "--resume=true" : "--resume=false"}),
   };
 }
 
-absl::StatusOr<int> PickFreePort() {
+namespace {
+
+// Whether `port` on 127.0.0.1 can be bound now (0: any; returns the one the kernel chose).
+absl::StatusOr<int> TryBind(int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
   socklen_t len = sizeof(addr);
   if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
       ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
     const int err = errno;
     ::close(fd);
-    return absl::InternalError(absl::StrCat("cannot pick a free port: ", std::strerror(err)));
+    return absl::UnavailableError(absl::StrCat("cannot bind 127.0.0.1:", port, ": ", std::strerror(err)));
   }
   ::close(fd);
   return static_cast<int>(ntohs(addr.sin_port));
+}
+
+// The first port of the kernel's ephemeral range (ip_local_port_range), from which it picks ports for bind(0) and
+// for outgoing connections.
+int FirstEphemeralPort() {
+  int low = 32768, high = 60999;
+  std::FILE* f = std::fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+  if (f != nullptr) {
+    if (std::fscanf(f, "%d %d", &low, &high) != 2) low = 32768;
+    std::fclose(f);
+  }
+  return low;
+}
+
+}  // namespace
+
+absl::StatusOr<int> PickFreePort() {
+  // Below the ephemeral range when there is room: a service's port, free while it restarts, is then not handed by
+  // the kernel to another process's bind(0) or outgoing connection in the meantime (gRPC servers bind with
+  // SO_REUSEPORT, so a second server on the port would silently take half the calls).
+  const int low = FirstEphemeralPort();
+  constexpr int kFirst = 10000;
+  if (low - kFirst >= 1000) {
+    std::random_device random;
+    std::uniform_int_distribution<int> pick(kFirst, low - 1);
+    for (int attempt = 0; attempt < 64; ++attempt) {
+      auto port = TryBind(pick(random));
+      if (port.ok()) return port;
+    }
+  }
+  auto port = TryBind(0);
+  if (!port.ok()) return absl::InternalError(absl::StrCat("cannot pick a free port: ", port.status().message()));
+  return port;
 }
 
 namespace {

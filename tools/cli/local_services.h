@@ -30,12 +30,19 @@ struct SuiteLayout {
   std::string checkpoint_root;   // the trainer's default checkpoint folder
   std::string runs_root;         // the orchestrator's runs; must exist (the model services load checkpoints in it)
   std::string labeling_state_dir;  // the labeling service's journal (empty: in memory)
+  // Whether the orchestrator resumes the unfinished runs under runs_root by itself when it starts (--resume). `rlhf
+  // run` turns it off and resumes its run with StartRun, which gives the run the addresses of the services it just
+  // started (a run resumed by itself would call the services of the previous `rlhf run`).
+  bool resume_runs = true;
+  // Further folders whose files the run names (its data, a base model), besides runs_root: the services may read
+  // them (--path_roots). Each must exist.
+  std::vector<std::string> extra_roots;
 };
 
 // The six services of the suite, with binaries looked up in `bin_dir`, in start order (the orchestrator last).
 std::vector<LocalService> SuiteServices(const std::string& bin_dir, const SuiteLayout& layout);
 
-// Picks a free loopback TCP port.
+// Picks a free loopback TCP port, below the kernel's ephemeral range when there is room (see local_services.cc).
 absl::StatusOr<int> PickFreePort();
 
 // Starts each service on 127.0.0.1 (on its port, or a free one when 0), logs to `log_dir/<name>.log`, then waits until each reports

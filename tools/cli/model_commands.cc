@@ -4,6 +4,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include <cstdio>
+#include <random>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
@@ -29,9 +30,13 @@ ABSL_FLAG(int64_t, head_dim, 0, "init-model (Llama family): width of a head; 0 m
 ABSL_FLAG(int64_t, intermediate_size, 0,
           "init-model: MLP width; 0 means the family's default (GPT-2 4 x n_embd, Llama 8/3 x n_embd)");
 ABSL_FLAG(int64_t, n_positions, 256, "init-model: longest sequence (prompt + response) in tokens");
-ABSL_FLAG(std::string, tokenizer, "byte", "init-model: byte (258 ids) or gpt2 (50257 ids, from --gpt2_vocab_dir)");
+ABSL_FLAG(std::string, tokenizer, "byte",
+          "init-model: byte (258 ids), gpt2 (50257 ids, from --gpt2_vocab_dir), or a folder whose tokenizer files "
+          "(tokenizer.json, tokenizer_config.json with its chat template) the model takes, e.g. data/qwen3");
 ABSL_FLAG(std::string, gpt2_vocab_dir, "data/gpt2", "init-model: folder with GPT-2's encoder.json and vocab.bpe");
-ABSL_FLAG(bool, reward_head, false, "init-model: add a zero-initialised scalar reward head");
+ABSL_FLAG(bool, reward_head, false,
+          "init-model: a reward model (*ForSequenceClassification): a scalar head initialised N(0, 0.02) as "
+          "transformers does");
 ABSL_FLAG(uint64_t, seed, 0, "init-model: initialisation seed; generate: sampling seed");
 ABSL_FLAG(std::string, text, "", "tokenize: text to encode");
 ABSL_FLAG(std::string, prompt, "", "generate/score: prompt text");
@@ -98,7 +103,20 @@ absl::Status InitModel(const InitModelOptions& options) {
     config.eos_token_ids = {50256};
     config.bos_token_id = 50256;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("--tokenizer=", options.tokenizer, " is not byte or gpt2"));
+    // A model or tokenizer folder (Hugging Face tokenizer.json + tokenizer_config.json, or GPT-2's files): its
+    // tokenizer and chat template come along, and its special tokens become the model's.
+    auto tokenizer = tokenizer::LoadTokenizer(options.tokenizer);
+    if (!tokenizer.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--tokenizer=", options.tokenizer,
+                                                     " is not byte, gpt2 or a folder with a tokenizer: ",
+                                                     tokenizer.status().message()));
+    }
+    RETURN_IF_ERROR(tokenizer::CopyTokenizerFiles(options.tokenizer, options.out_dir));
+    config.vocab_size = (*tokenizer)->VocabSize();
+    config.eos_token_ids.clear();
+    if ((*tokenizer)->EosId()) config.eos_token_ids = {*(*tokenizer)->EosId()};
+    if ((*tokenizer)->BosId()) config.bos_token_id = *(*tokenizer)->BosId();
+    if ((*tokenizer)->PadId()) config.pad_token_id = *(*tokenizer)->PadId();
   }
   if (options.reward_head) config.architectures = {config.SequenceClassifierArchitecture()};
   RETURN_IF_ERROR(config.Validate());
@@ -106,6 +124,15 @@ absl::Status InitModel(const InitModelOptions& options) {
   model_options.init_seed = options.seed;
   model_options.reward_head = options.reward_head;
   ASSIGN_OR_RETURN(auto model, model::CreateModel(config, model_options));
+  if (options.reward_head) {
+    // As transformers initialises a sequence classifier's `score` (N(0, 0.02)), so that a random reward model
+    // already tells texts apart (the trainer starts its own reward models from a zero head instead).
+    std::mt19937_64 rng(options.seed);
+    std::normal_distribution<float> normal(0.0f, 0.02f);
+    at::Tensor weight = model->StateDict().at("score.weight");
+    float* data = weight.data_ptr<float>();
+    for (int64_t i = 0; i < weight.numel(); ++i) data[i] = normal(rng);
+  }
   return model->Save(options.out_dir);
 }
 
@@ -228,7 +255,6 @@ int RunScore() {
   if (loaded->model->has_reward_head()) {
     std::vector<int64_t> ids = row.prompt;
     ids.insert(ids.end(), row.response.begin(), row.response.end());
-    c10::InferenceMode guard;
     const at::Tensor input = at::tensor(ids, at::kLong).unsqueeze(0);
     model::ForwardOptions options;
     options.logits = false;

@@ -19,10 +19,10 @@ struct InitModelOptions {
   int64_t head_dim = 0;              // Llama family: 0 means n_embd / n_head
   int64_t intermediate_size = 0;     // 0: the family's default for the width
   int64_t n_positions = 256;
-  std::string tokenizer = "byte";  // "byte" or "gpt2"
+  std::string tokenizer = "byte";  // "byte", "gpt2", or a folder with tokenizer files (its tokenizer and template)
   std::string gpt2_vocab_dir;      // encoder.json + vocab.bpe, for tokenizer "gpt2"
   uint64_t seed = 0;
-  bool reward_head = false;
+  bool reward_head = false;  // a *ForSequenceClassification whose head is N(0, 0.02), as transformers starts one
 };
 
 // Writes a randomly initialised model of options.model_type with its tokenizer to options.out_dir (Hugging Face form).

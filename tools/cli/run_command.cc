@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -172,6 +173,18 @@ int RunCommand(const RunCommandOptions& options) {
   std::vector<LocalService> services;
   std::string orchestrator_address = options.orchestrator;
   const bool embedded = orchestrator_address.empty();
+  std::vector<std::string> config_roots;
+  if (embedded) {
+    // The config's files are this machine's: relative to where `rlhf run` was started, and readable by the services
+    // it starts (their folders join the runs folder in --path_roots).
+    for (auto& [field, path] : orchestrator::ConfigPaths(&config)) {
+      *path = Absolute(*path);
+      const std::string root = field == "config.model.base_model_dir" ? *path : util::DirName(*path);
+      if (std::find(config_roots.begin(), config_roots.end(), root) == config_roots.end()) {
+        config_roots.push_back(root);
+      }
+    }
+  }
   if (embedded) {
     // The services the config does not name run here, on loopback, serving the run's initial models.
     auto files = orchestrator::PrepareRun(config, run_dir);
@@ -184,6 +197,8 @@ int RunCommand(const RunCommandOptions& options) {
     layout.checkpoint_root = run_dir + "/checkpoints/trainer-default";
     layout.runs_root = runs_root;
     layout.labeling_state_dir = run_dir + "/labeling";
+    layout.resume_runs = false;  // StartRun below resumes the run, with these services' addresses
+    layout.extra_roots = config_roots;
     services = SuiteServices(options.bin_dir, layout);
     std::printf("Starting %zu services on loopback (logs in %s)...\n", services.size(), log_dir.c_str());
     if (absl::Status s = StartLocalServices(services, log_dir, absl::Seconds(options.startup_timeout_seconds));
@@ -226,6 +241,17 @@ int RunCommand(const RunCommandOptions& options) {
   // Locally the run is the directory; on a cluster it is the id asked for, or a new one.
   request.set_run_id(embedded ? run_id : options.run_id);
   v1::Run run;
+  // Whether the cluster's orchestrator drives this run already (or finished it): StartRun then returns it as it is,
+  // and this command follows it. (Ours, started above, resumes nothing by itself.)
+  bool attached = false;
+  if (!embedded && !request.run_id().empty()) {
+    auto context = runtime::ContextWithTimeout(absl::Seconds(30));
+    v1::GetRunRequest get;
+    get.set_run_id(request.run_id());
+    v1::Run known;
+    attached = stub->GetRun(context.get(), get, &known).ok() &&
+               (known.state() == v1::RUN_STATE_RUNNING || known.state() == v1::RUN_STATE_SUCCEEDED);
+  }
   {
     auto context = runtime::ContextWithTimeout(absl::Seconds(60));
     grpc::Status status = stub->StartRun(context.get(), request, &run);
@@ -235,7 +261,7 @@ int RunCommand(const RunCommandOptions& options) {
       return Fail(s);
     }
   }
-  std::printf("\nRun %s in %s\n", run.run_id().c_str(), run.run_dir().c_str());
+  std::printf("\n%s %s in %s\n", attached ? "Following run" : "Run", run.run_id().c_str(), run.run_dir().c_str());
   ProgressPrinter printer;
   {
     grpc::ClientContext context;
@@ -248,20 +274,24 @@ int RunCommand(const RunCommandOptions& options) {
     grpc::Status status = reader->Finish();
     if (!status.ok()) std::fprintf(stderr, "rlhf run: watching the run: %s\n", status.error_message().c_str());
   }
+  grpc::Status got;
   {
     auto context = runtime::ContextWithTimeout(absl::Seconds(30));
     v1::GetRunRequest get;
     get.set_run_id(run.run_id());
-    grpc::Status status = stub->GetRun(context.get(), get, &run);
-    if (!status.ok()) std::fprintf(stderr, "rlhf run: GetRun: %s\n", status.error_message().c_str());
+    got = stub->GetRun(context.get(), get, &run);
   }
   const absl::Status stopped = stop();
-  if (run.state() != v1::RUN_STATE_SUCCEEDED) {
+  if (!got.ok() || run.state() != v1::RUN_STATE_SUCCEEDED) {
+    const std::string config_arg = options.config_path.empty() ? "" : absl::StrCat(options.config_path, " ");
     const std::string again =
-        embedded ? absl::StrCat("--run_dir=", options.run_dir)
-                 : absl::StrCat("--orchestrator=", options.orchestrator, " --run_id=", run.run_id());
-    std::fprintf(stderr, "\nrlhf run: the run ended %s: %s\n(run `rlhf run %s` again to resume it)\n",
-                 v1::RunState_Name(run.state()).c_str(), run.error_message().c_str(), again.c_str());
+        embedded ? absl::StrCat(config_arg, "--run_dir=", options.run_dir)
+                 : absl::StrCat(config_arg, "--orchestrator=", options.orchestrator, " --run_id=", run.run_id());
+    const std::string how =
+        got.ok() ? absl::StrCat("the run ended ", v1::RunState_Name(run.state()), ": ", run.error_message())
+                 : absl::StrCat("the orchestrator at ", orchestrator_address, " stopped answering (",
+                                runtime::FromGrpcStatus(got).ToString(), "); the run is not finished");
+    std::fprintf(stderr, "\nrlhf run: %s\n(run `rlhf run %s` again to resume it)\n", how.c_str(), again.c_str());
     return 1;
   }
   std::printf("\nResults on %d held-out prompts (one sampled response per policy and prompt):\n\n",

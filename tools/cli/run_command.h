@@ -1,7 +1,9 @@
 // `rlhf run [CONFIG]`: the main job. Prepares the run directory (built-in task data, initial models), starts the
 // suite's services on loopback unless the config names them, starts the run on the orchestrator, shows a progress
 // bar per stage from WatchRun, prints the final table (win-rate with its confidence interval, KL to SFT) and the
-// report's path, and stops the services it started. Running it again on the same --run_dir resumes the run.
+// report's path, and stops the services it started. Running it again on the same --run_dir (or, on a cluster, with the
+// same --run_id) resumes the run from its last completed step, or follows it when the orchestrator already drives it
+// (or shows its results when it finished); another config under the same run is refused, naming what differs.
 #ifndef RLHF_TOOLS_CLI_RUN_COMMAND_H_
 #define RLHF_TOOLS_CLI_RUN_COMMAND_H_
 

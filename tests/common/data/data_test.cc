@@ -12,7 +12,9 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/data/jsonl_appender.h"
 #include "common/data/jsonl_reader.h"
 #include "common/data/jsonl_writer.h"
@@ -21,6 +23,7 @@
 #include "common/util/file_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/small_filesystem.h"
 
 namespace rlhf::data {
 
@@ -379,6 +382,68 @@ TEST(ReadPrompts, ReadsPromptsAndReportsBadLines) {
   EXPECT_EQ(failed.status().message(), path + ":2: missing required field \"prompt\"");
 }
 
+// Chat prompts: "messages" in place of "prompt" in every record kind, an SFT response as the last assistant
+// message, the refusals naming the field, and writers that write them back.
+TEST(ReadChatRecords, MessagesStandForThePromptInEveryRecordKind) {
+  const std::vector<ChatTurn> conversation = {{"system", "Be brief."}, {"user", "list 3 animals"}};
+  const std::string messages =
+      R"("messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"list 3 animals"}])";
+  const std::string prompts_path = WriteTemp("chat_prompts.jsonl", "{" + messages + "}\n");
+  auto prompts = ReadPrompts(prompts_path);
+  ASSERT_TRUE(prompts.ok()) << prompts.status();
+  ASSERT_EQ(prompts->records.size(), 1u);
+  EXPECT_EQ(prompts->records[0].messages, conversation);
+  EXPECT_EQ(prompts->records[0].prompt, "system: Be brief.\nuser: list 3 animals");
+
+  const std::string sft_path = WriteTemp(
+      "chat_sft.jsonl",
+      "{" + messages + R"(,"response":"cat dog cow"})" + "\n" +
+          R"({"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}]})" + "\n");
+  auto sft = ReadSftExamples(sft_path);
+  ASSERT_TRUE(sft.ok()) << sft.status();
+  ASSERT_EQ(sft->records.size(), 2u);
+  EXPECT_EQ(sft->records[0].messages, conversation);
+  EXPECT_EQ(sft->records[0].response, "cat dog cow");
+  EXPECT_EQ(sft->records[1].messages, (std::vector<ChatTurn>{{"user", "hi"}}));
+  EXPECT_EQ(sft->records[1].response, "hello");
+  EXPECT_EQ(sft->records[1].prompt, "user: hi");
+
+  const std::string comparisons_path =
+      WriteTemp("chat_comparisons.jsonl", "{" + messages + R"(,"chosen":"cat dog cow","rejected":"rock"})" + "\n");
+  auto comparisons = ReadComparisons(comparisons_path);
+  ASSERT_TRUE(comparisons.ok()) << comparisons.status();
+  ASSERT_EQ(comparisons->records.size(), 1u);
+  EXPECT_EQ(comparisons->records[0].messages, conversation);
+
+  // Written back as messages, and read again the same.
+  const std::string dir = NewTempDir();
+  ASSERT_TRUE(WriteSftExamples(dir + "/sft.jsonl", sft->records).ok());
+  EXPECT_EQ(ReadSftExamples(dir + "/sft.jsonl")->records, sft->records);
+  ASSERT_TRUE(WriteComparisons(dir + "/c.jsonl", comparisons->records).ok());
+  EXPECT_EQ(ReadComparisons(dir + "/c.jsonl")->records, comparisons->records);
+  ASSERT_TRUE(WritePrompts(dir + "/p.jsonl", prompts->records).ok());
+  EXPECT_EQ(ReadPrompts(dir + "/p.jsonl")->records, prompts->records);
+
+  const std::string bad_path = WriteTemp(
+      "chat_bad.jsonl",
+      std::string(R"({"prompt":"p","messages":[{"role":"user","content":"x"}]})") + "\n" +
+          R"({"messages":[]})" + "\n" + R"({"messages":[{"content":"x"}]})" + "\n" +
+          R"({"messages":[{"role":"","content":"x"}]})" + "\n" + R"({"messages":"hi"})" + "\n");
+  auto bad = ReadPrompts(bad_path, Skip());
+  ASSERT_TRUE(bad.ok()) << bad.status();
+  ASSERT_EQ(bad->errors.size(), 5u);
+  EXPECT_THAT(bad->errors[0].message, HasSubstr("has both \"prompt\" and \"messages\""));
+  EXPECT_THAT(bad->errors[1].message, HasSubstr("field \"messages\" is empty"));
+  EXPECT_THAT(bad->errors[2].message, HasSubstr("messages[0] is missing required field \"role\""));
+  EXPECT_THAT(bad->errors[3].message, HasSubstr("messages[0].role is empty"));
+  EXPECT_THAT(bad->errors[4].message, HasSubstr("field \"messages\" must be an array"));
+  const std::string no_reply =
+      WriteTemp("chat_no_reply.jsonl", R"({"messages":[{"role":"user","content":"hi"}]})" "\n");
+  auto refused = ReadSftExamples(no_reply);
+  EXPECT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("is not the assistant's"));
+}
+
 // ---- Pretraining text -----------------------------------------------------------------------------------------------
 
 TEST(ReadPretrainingTexts, PlainTextSplitsDocumentsOnBlankLines) {
@@ -566,6 +631,36 @@ TEST(JsonlAppender, SecondAppenderOnSameFileIsRefusedUntilClose) {
   EXPECT_THAT(std::string(second.status().message()), HasSubstr("already open"));
   ASSERT_TRUE((*first)->Close().ok());
   EXPECT_TRUE(JsonlAppender::Open(path).ok());
+}
+
+TEST(JsonlAppender, AFullDiskRefusesAnAppendWholeAndTheNextOneWorksOnceSpaceReturns) {
+  RLHF_MOUNT_SMALL_FILESYSTEM_OR_SKIP(fs, 256 << 10);
+  const std::string path = fs->path() + "/metrics.jsonl";
+  auto appender = JsonlAppender::Open(path);
+  ASSERT_TRUE(appender.ok()) << appender.status();
+  ASSERT_TRUE((*appender)->AppendLine(R"({"step":0})").ok());
+  ASSERT_TRUE(fs->Fill().ok());
+  // The file's last page takes a few lines; one of them is cut short by ENOSPC and must leave no trace.
+  const std::string pad(300, 'p');
+  absl::Status full;
+  int appended = 1;
+  for (int step = 1; step < 100 && full.ok(); ++step) {
+    full = (*appender)->AppendLine(absl::StrCat(R"({"step":)", step, R"(,"pad":")", pad, R"("})"));
+    if (full.ok()) ++appended;
+  }
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted) << full;
+  EXPECT_THAT(std::string(full.message()), HasSubstr("No space left on device"));
+  EXPECT_EQ((*appender)->size(), Contents(path).size());
+  EXPECT_EQ(Contents(path).back(), '\n');
+  ASSERT_TRUE(fs->Free().ok());
+  ASSERT_TRUE((*appender)->AppendLine(R"({"step":"after"})").ok());
+  ASSERT_TRUE((*appender)->Close().ok());
+  int lines = 0;
+  for (absl::string_view line : absl::StrSplit(Contents(path), '\n', absl::SkipEmpty())) {
+    EXPECT_TRUE(absl::StartsWith(line, "{") && absl::EndsWith(line, "}")) << line;
+    ++lines;
+  }
+  EXPECT_EQ(lines, appended + 1);
 }
 
 TEST(JsonlAppender, RejectsBadRecordsAndLineBreaksWithoutWriting) {

@@ -3,6 +3,8 @@
 #include "common/labeling/labeling_queue.h"
 
 #include <algorithm>
+#include <filesystem>
+#include <optional>
 #include <atomic>
 #include <fstream>
 #include <future>
@@ -14,6 +16,7 @@
 #include "common/util/file_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/small_filesystem.h"
 #include "tests/testing/test_util.h"
 
 namespace rlhf::labeling {
@@ -296,6 +299,164 @@ TEST(LabelingQueueTest, TheJournalKeepsBatchesAssignmentsAndRankingsAcrossAResta
     absl::Status s = LabelingQueue::Open(o).status();
     EXPECT_TRUE(absl::IsDataLoss(s)) << s;
     EXPECT_THAT(std::string(s.message()), HasSubstr("queue.jsonl:1"));
+  }
+}
+
+// A batch of `n` tasks whose responses are long enough that a few records fill a page of the journal.
+NewBatch ManyTasks(const std::string& batch_id, int n) {
+  NewBatch b;
+  b.batch_id = batch_id;
+  b.run_id = "run-a";
+  b.round = 1;
+  for (int i = 0; i < n; ++i) {
+    b.tasks.push_back({"prompt " + std::to_string(i), {std::string(40 + i % 7, 'a'), std::string(20, 'b'), "c"}});
+  }
+  return b;
+}
+
+TEST(LabelingQueueTest, AFullDiskRefusesWithResourceExhaustedAndLosesNoAcknowledgedRanking) {
+  RLHF_MOUNT_SMALL_FILESYSTEM_OR_SKIP(fs, 1 << 20);
+  const std::string dir = fs->path() + "/labeling";
+  std::vector<std::string> acknowledged;
+  {
+    auto q = OpenQueue(dir);
+    ASSERT_TRUE(q);
+    ASSERT_TRUE(q->Enqueue(ManyTasks("b1", 200)).ok());
+    auto filled = fs->Fill();
+    ASSERT_TRUE(filled.ok()) << filled.status();
+    // Label until the journal cannot take a record: a NextTask whose assignment cannot be journaled, or a ranking
+    // that cannot be, is refused with RESOURCE_EXHAUSTED; nothing refused may count later.
+    std::optional<AssignedTask> unanswered;
+    absl::Status refused;
+    for (int i = 0; i < 200 && refused.ok(); ++i) {
+      auto t = NextNow(*q, "alice");
+      if (!t.ok()) {
+        refused = t.status();
+        break;
+      }
+      auto submitted = q->Submit(t->task_id, "alice", ByLength(*t));
+      if (submitted.ok()) {
+        acknowledged.push_back(t->task_id);
+      } else {
+        refused = submitted.status();
+        unanswered = *t;
+      }
+    }
+    ASSERT_TRUE(absl::IsResourceExhausted(refused)) << refused;
+    EXPECT_THAT(std::string(refused.message()), HasSubstr("No space left on device"));
+    // Space comes back: the refused step works, and labeling goes on.
+    ASSERT_TRUE(fs->Free().ok());
+    if (unanswered) {
+      ASSERT_TRUE(q->Submit(unanswered->task_id, "alice", ByLength(*unanswered)).ok());
+      acknowledged.push_back(unanswered->task_id);
+    }
+    for (int i = 0; i < 3; ++i) {
+      auto t = NextNow(*q, "alice");
+      ASSERT_TRUE(t.ok()) << t.status();
+      ASSERT_TRUE(q->Submit(t->task_id, "alice", ByLength(*t)).ok());
+      acknowledged.push_back(t->task_id);
+    }
+  }
+  // A restart replays every acknowledged ranking.
+  auto q = OpenQueue(dir);
+  ASSERT_TRUE(q);
+  auto rankings = q->Rankings("b1");
+  ASSERT_TRUE(rankings.ok()) << rankings.status();
+  std::vector<std::string> replayed;
+  for (const SubmittedRanking& r : rankings->rankings) replayed.push_back(r.task_id);
+  EXPECT_THAT(replayed, ::testing::UnorderedElementsAreArray(acknowledged));
+  EXPECT_EQ(rankings->completed, static_cast<int64_t>(acknowledged.size()));
+}
+
+TEST(LabelingQueueTest, AQueueReopensOnAFullDiskAndDropsAnUnterminatedLastRecord) {
+  RLHF_MOUNT_SMALL_FILESYSTEM_OR_SKIP(fs, 1 << 20);
+  const std::string dir = fs->path() + "/labeling";
+  std::string answered;
+  {
+    auto q = OpenQueue(dir);
+    ASSERT_TRUE(q);
+    ASSERT_TRUE(q->Enqueue(TwoTasks("b1", absl::Hours(1))).ok());
+    auto t = NextNow(*q, "alice");
+    ASSERT_TRUE(t.ok());
+    ASSERT_TRUE(q->Submit(t->task_id, "alice", ByLength(*t)).ok());
+    answered = t->task_id;
+  }
+  {
+    // A record that parses but lacks its newline was never acknowledged (an append writes the line and its
+    // newline at once, then syncs): replay drops it.
+    std::ofstream out(dir + "/queue.jsonl", std::ios::app);
+    out << R"({"op":"cancel","batch":"b1"})";
+  }
+  ASSERT_TRUE(fs->Fill().ok());
+  {
+    // No room to compact the journal: the queue opens anyway, on the journal as it is.
+    auto q = OpenQueue(dir);
+    ASSERT_TRUE(q);
+    auto rankings = q->Rankings("b1");
+    ASSERT_TRUE(rankings.ok()) << rankings.status();
+    EXPECT_FALSE(rankings->cancelled) << "the unterminated cancel record was applied";
+    ASSERT_EQ(rankings->rankings.size(), 1u);
+    EXPECT_EQ(rankings->rankings[0].task_id, answered);
+    ASSERT_TRUE(fs->Free().ok());
+    auto t = NextNow(*q, "bob");
+    ASSERT_TRUE(t.ok()) << t.status();
+    ASSERT_TRUE(q->Submit(t->task_id, "bob", ByLength(*t)).ok());
+  }
+  auto q = OpenQueue(dir);
+  ASSERT_TRUE(q);
+  EXPECT_EQ(q->Rankings("b1")->completed, 2);
+  // No temp file of a compaction is left beside the journal.
+  auto listing = util::ReadFile(dir + "/queue.jsonl");
+  ASSERT_TRUE(listing.ok());
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    EXPECT_EQ(entry.path().filename().string(), "queue.jsonl");
+  }
+}
+
+// A journal line of a batch with one task whose responses are shown in `order`.
+std::string BatchLine(const std::string& batch, const std::string& task, const std::string& order,
+                      const std::string& created_ms = "1700000000000") {
+  return "{\"op\":\"batch\",\"batch\":\"" + batch + "\",\"created_ms\":" + created_ms + ",\"tasks\":[{\"id\":\"" +
+         task + "\",\"prompt\":\"p\",\"responses\":[\"a\",\"b\",\"c\"],\"order\":" + order + "}]}\n";
+}
+
+// Found by fuzzing the journal replay (tests/fuzz/corpus/labeling_journal/): records the queue never writes were
+// replayed as they came, and an order index beyond the responses read past them when the task was handed out.
+TEST(LabelingQueueTest, OpenRefusesJournalRecordsTheQueueCouldNotHaveWritten) {
+  const std::string good = BatchLine("b0", "t-0", "[2,0,1]");
+  const std::map<std::string, std::string> bad = {
+      {"an order index beyond the responses", BatchLine("b1", "t-1", "[3,0,1]")},
+      {"an order that repeats a response", BatchLine("b1", "t-1", "[0,0,1]")},
+      {"an order shorter than the responses", BatchLine("b1", "t-1", "[0,1]")},
+      {"a float where an integer goes", BatchLine("b1", "t-1", "[0,1,2]", "1e300")},
+      {"a task id used twice", BatchLine("b1", "t-0", "[0,1,2]")},
+      {"a batch id used twice", BatchLine("b0", "t-1", "[0,1,2]")},
+      {"a batch without tasks", "{\"op\":\"batch\",\"batch\":\"b1\",\"created_ms\":1,\"tasks\":[]}\n"},
+      {"a ranking of the wrong size",
+       "{\"op\":\"submit\",\"task\":\"t-0\",\"labeler\":\"x\",\"ranks\":[1,2],\"at_ms\":1}\n"},
+      {"a rank below 1", "{\"op\":\"submit\",\"task\":\"t-0\",\"labeler\":\"x\",\"ranks\":[1,0,2],\"at_ms\":1}\n"},
+  };
+  for (const auto& [what, line] : bad) {
+    SCOPED_TRACE(what);
+    const std::string dir = testing::MakeTempDir("labeling-journal");
+    // In the middle of the journal: the queue does not open, and says where.
+    ASSERT_TRUE(util::WriteFileAtomically(dir + "/queue.jsonl", good + line).ok());
+    LabelingQueueOptions o;
+    o.state_dir = dir;
+    absl::Status s = LabelingQueue::Open(o).status();
+    EXPECT_TRUE(absl::IsDataLoss(s)) << s;
+    EXPECT_THAT(std::string(s.message()), HasSubstr("queue.jsonl:2"));
+    // As a torn last line it is dropped whole, and the rest is served.
+    ASSERT_TRUE(util::WriteFileAtomically(dir + "/queue.jsonl", good + line.substr(0, line.size() - 1)).ok());
+    auto q = OpenQueue(dir);
+    ASSERT_TRUE(q);
+    EXPECT_EQ(q->Counts().pending, 1);
+    auto t = NextNow(*q, "alice");
+    ASSERT_TRUE(t.ok()) << t.status();
+    EXPECT_EQ(t->task_id, "t-0");
+    ASSERT_EQ(t->candidates.size(), 3u);
+    EXPECT_EQ(t->candidates[0].second, "c");  // order[0] = 2
+    EXPECT_TRUE(q->Submit("t-0", "alice", {{"1", 1}, {"2", 2}, {"3", 3}}).ok());
   }
 }
 

@@ -29,8 +29,10 @@ std::string MakeFile(const std::string& header, const std::string& data) {
 }
 
 bool SameBytes(const at::Tensor& a, const at::Tensor& b) {
+  // An empty tensor may have no storage at all: memcmp must not see its null pointer (UBSan), even for 0 bytes.
+  const size_t bytes = static_cast<size_t>(a.numel()) * a.element_size();
   return a.scalar_type() == b.scalar_type() && a.sizes() == b.sizes() &&
-         std::memcmp(a.contiguous().data_ptr(), b.contiguous().data_ptr(), a.numel() * a.element_size()) == 0;
+         (bytes == 0 || std::memcmp(a.contiguous().data_ptr(), b.contiguous().data_ptr(), bytes) == 0);
 }
 
 std::map<std::string, at::Tensor> SampleTensors() {

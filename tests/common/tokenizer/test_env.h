@@ -16,10 +16,14 @@ inline std::string EnvOr(const char* name, const std::string& fallback) {
   return value != nullptr && *value != '\0' ? std::string(value) : fallback;
 }
 
-// The folder holding gpt2/encoder.json and gpt2/vocab.bpe.
+// The folder holding gpt2/encoder.json and gpt2/vocab.bpe, qwen3/ and llama3/.
 inline std::string DataDir() { return EnvOr("RLHF_DATA_DIR", RLHF_TEST_DEFAULT_DATA_DIR); }
 
 inline std::string Gpt2Dir() { return DataDir() + "/gpt2"; }
+
+// Hugging Face tokenizer folders (tokenizer.json + tokenizer_config.json) that tools/setup.sh fetches.
+inline std::string Qwen3Dir() { return DataDir() + "/qwen3"; }
+inline std::string Llama3Dir() { return DataDir() + "/llama3"; }
 
 // The shared reference fixtures (gpt2-bpe-cases.json, ...).
 inline std::string FixturesDir() {

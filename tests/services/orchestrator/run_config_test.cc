@@ -64,6 +64,24 @@ TEST(RunConfig, ValidationNamesTheField) {
               HasSubstr("config.task.sft_data_path"));
 }
 
+// PPO has one sampling temperature: the trainer's recompute takes the rollouts', and a config that sets another is
+// refused rather than silently training on wrong ratios.
+TEST(RunConfig, PpoHasOneSamplingTemperature) {
+  v1::RunConfig c;
+  c.mutable_task()->set_builtin_task("instructions");
+  c.mutable_ppo()->mutable_sampling()->set_temperature(0.7f);
+  c = WithServices(WithDefaults(c));
+  EXPECT_FLOAT_EQ(c.ppo().hparams().sampling_temperature(), 0.7f);
+  EXPECT_TRUE(ValidateRunConfig(c).ok());
+  v1::RunConfig other;
+  other.mutable_task()->set_builtin_task("instructions");
+  other.mutable_ppo()->mutable_hparams()->set_sampling_temperature(0.7f);  // rollouts at the default 1.0
+  const absl::Status status = ValidateRunConfig(WithServices(WithDefaults(other)));
+  EXPECT_TRUE(absl::IsInvalidArgument(status)) << status;
+  EXPECT_THAT(std::string(status.message()), HasSubstr("config.ppo.hparams.sampling_temperature"));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("differs from ppo.sampling.temperature"));
+}
+
 TEST(RunConfig, AHumanQueueNeedsTheLabelingServiceAndSensibleCounts) {
   v1::RunConfig c = WithServices(DefaultRunConfig());
   c.mutable_labeler()->mutable_human_queue()->set_min_completed(10);
@@ -112,6 +130,21 @@ TEST(RunConfig, TheDeploymentRunConfigsAreValidAndNameEveryService) {
     }
     EXPECT_TRUE(full.model().has_config()) << path << ": the run's model must be the one init-run-models writes";
   }
+}
+
+TEST(RunConfigDifference, NamesTheFirstFieldThatDiffersAndIgnoresServiceAddresses) {
+  const v1::RunConfig run = WithServices(DefaultRunConfig());
+  v1::RunConfig moved = run;
+  moved.mutable_services()->set_generation("10.0.0.7:50051");
+  EXPECT_EQ(RunConfigDifference(run, moved), "") << "a resumed run may get new service addresses";
+  v1::RunConfig other = run;
+  other.mutable_ppo()->set_iterations(run.ppo().iterations() + 1);
+  EXPECT_EQ(RunConfigDifference(run, other),
+            absl::StrCat("config.ppo.iterations: ", run.ppo().iterations(), " in the run, ",
+                         run.ppo().iterations() + 1, " requested"));
+  v1::RunConfig labeler = run;
+  labeler.mutable_labeler()->mutable_judge()->set_reward_service_address("127.0.0.1:9");
+  EXPECT_THAT(RunConfigDifference(run, labeler), HasSubstr("config.labeler."));
 }
 
 }  // namespace

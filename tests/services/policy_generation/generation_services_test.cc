@@ -1,8 +1,10 @@
 // Policy generation and reference log-probs over real gRPC on loopback, on tiny random models.
 #include <atomic>
+#include <cmath>
 #include <future>
 #include <thread>
 
+#include "common/model/safetensors.h"
 #include "common/runtime/client.h"
 #include "common/runtime/server.h"
 #include "common/serving/engine_metrics.h"
@@ -323,6 +325,21 @@ TEST_F(GenerationServicesTest, BadWeightUpdatesAreRefusedAndTheOldWeightsKeepSer
   auto refused = serving::PushWeights(*gen_, *wide_bytes, {}, 1 << 20, absl::Seconds(30));
   EXPECT_FALSE(refused.ok());
   EXPECT_THAT(std::string(refused.status().message()), HasSubstr("wte"));
+  // A payload without one of the parameters (found by fuzzing UpdateWeights, which answered NOT_FOUND): the API's
+  // INVALID_ARGUMENT naming the tensor.
+  {
+    auto v2 = model::SafetensorsFile::Parse(*v2_bytes, "v2");
+    ASSERT_TRUE(v2.ok());
+    std::map<std::string, at::Tensor> tensors;
+    for (const std::string& name : (*v2)->Names()) {
+      if (name.find("wte") == std::string::npos) tensors[name] = *(*v2)->Get(name);
+    }
+    auto partial = model::SerializeSafetensors(tensors);
+    ASSERT_TRUE(partial.ok());
+    auto missing = serving::PushWeights(*gen_, *partial, {}, 1 << 20, absl::Seconds(30));
+    EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument) << missing.status();
+    EXPECT_THAT(std::string(missing.status().message()), HasSubstr("wte"));
+  }
   // A version that is not above the served one.
   v1::WeightsHeader stale;
   stale.set_target_version(1);
@@ -389,6 +406,10 @@ TEST_F(GenerationServicesTest, BadRequestsGetInvalidArgumentNamingTheField) {
   auto bad_temperature = Request({{5}}, 1, 1);
   bad_temperature.mutable_sampling()->set_temperature(-1);
   cases.push_back({bad_temperature, "sampling.temperature=-1 is outside [0, 100]"});
+  // Found by fuzzing LogProbs: a tiny temperature overflowed the scaled logits to infinity (NaN log-probs).
+  auto tiny_temperature = Request({{5}}, 1, 1);
+  tiny_temperature.mutable_sampling()->set_temperature(3.6e-44f);
+  cases.push_back({tiny_temperature, "sampling.temperature=3.6"});
   auto bad_top_p = Request({{5}}, 1, 1);
   bad_top_p.mutable_sampling()->set_top_p(1.5);
   cases.push_back({bad_top_p, "sampling.top_p=1.5 is outside (0, 1]"});
@@ -421,6 +442,16 @@ TEST_F(GenerationServicesTest, BadRequestsGetInvalidArgumentNamingTheField) {
   cold.set_temperature(0);
   status = LogProbs(cold, &scored);
   EXPECT_THAT(status.error_message(), HasSubstr("temperature=0"));
+  // Found by fuzzing: 3.6e-44 passed the check for > 0, and every log-prob came back NaN.
+  v1::LogProbsRequest tiny = oov;
+  tiny.mutable_sequences(0)->set_response_token_ids(0, 7);
+  tiny.set_temperature(3.6e-44f);
+  status = LogProbs(tiny, &scored);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("is outside [0.001, 100]"));
+  tiny.set_temperature(0.001f);
+  ASSERT_TRUE(LogProbs(tiny, &scored).ok());
+  for (float lp : scored.results(0).logprobs()) EXPECT_TRUE(std::isfinite(lp) && lp <= 0) << lp;
 }
 
 TEST_F(GenerationServicesTest, ExpiredDeadlineReturnsDeadlineExceededAndFreesItsSlot) {

@@ -1,4 +1,8 @@
 // The trainer service over real gRPC on loopback, on tiny models with the byte tokenizer.
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -15,6 +19,7 @@
 #include "rlhf/v1/trainer.grpc.pb.h"
 #include "services/ppo_trainer/ppo_trainer_service_impl.h"
 #include "services/ppo_trainer/trainer_engine.h"
+#include "tests/testing/small_filesystem.h"
 #include "tests/testing/test_util.h"
 #include "tests/testing/tiny_model.h"
 
@@ -22,6 +27,7 @@ namespace rlhf {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 namespace v1 = ::rlhf::v1;
 
 constexpr int32_t kEos = 256;  // the byte tokenizer's
@@ -34,11 +40,14 @@ struct TrainerServer {
   std::unique_ptr<runtime::Server> server;
   std::unique_ptr<v1::PpoTrainerService::Stub> stub;
 
-  static std::unique_ptr<TrainerServer> Start(const std::string& model_dir, const std::string& checkpoint_root) {
+  // Requests may name paths under `path_roots` (default: the test's temp folder).
+  static std::unique_ptr<TrainerServer> Start(const std::string& model_dir, const std::string& checkpoint_root,
+                                              std::vector<std::string> path_roots = {::testing::TempDir()}) {
     auto s = std::make_unique<TrainerServer>();
     trainer::TrainerEngineOptions options;
     options.model_dir = model_dir;
     options.checkpoint_root = checkpoint_root;
+    options.path_roots = std::move(path_roots);
     auto engine = trainer::TrainerEngine::Create(options);
     EXPECT_TRUE(engine.ok()) << engine.status();
     if (!engine.ok()) return nullptr;
@@ -182,6 +191,49 @@ TEST_F(TrainerServiceTest, TrainSftStreamsProgressLowersValidationLossAndBumpsTh
   ASSERT_TRUE(server_->stub->GetModelInfo(context.get(), v1::GetModelInfoRequest(), &info).ok());
   EXPECT_EQ(info.model_id().version(), 2);
   EXPECT_EQ(info.tokenizer().kind(), v1::TOKENIZER_KIND_BYTE);
+}
+
+// Every path a request names must resolve inside --path_roots: SaveCheckpoint{path: "../../x"} once wrote to /x,
+// and a data file anywhere on the machine could be read (and quoted in errors).
+TEST_F(TrainerServiceTest, PathsOutsideThePathRootsAreRefused) {
+  const std::string allowed = dir_ + "/allowed";
+  ASSERT_TRUE(util::MakeDirectories(allowed).ok());
+  WriteLines(dir_ + "/outside.jsonl", {R"({"prompt": "a", "response": "b"})"});
+  ASSERT_EQ(::symlink((dir_ + "/outside.jsonl").c_str(), (allowed + "/link.jsonl").c_str()), 0);
+  server_ = TrainerServer::Start(dir_ + "/init", allowed + "/checkpoints", {allowed});
+  ASSERT_NE(server_, nullptr);
+  for (const std::string& path : {std::string("/etc/passwd"), dir_ + "/outside.jsonl", std::string("../outside.jsonl"),
+                                  allowed + "/link.jsonl"}) {
+    v1::TrainSftRequest sft;
+    sft.set_data_path(path);
+    StreamResult refused = ReadAll(*server_->stub, sft, &v1::PpoTrainerService::Stub::TrainSft);
+    EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::PERMISSION_DENIED) << path;
+    EXPECT_THAT(refused.status.error_message(), HasSubstr("data_path")) << path;
+    EXPECT_THAT(refused.status.error_message(), Not(HasSubstr("root:"))) << path;
+  }
+  for (const std::string& path : {std::string("../../x"), dir_ + "/escaped"}) {
+    v1::SaveCheckpointRequest save;
+    save.set_path(path);
+    v1::SaveCheckpointResponse saved;
+    auto context = runtime::ContextWithTimeout(absl::Seconds(30));
+    EXPECT_EQ(server_->stub->SaveCheckpoint(context.get(), save, &saved).error_code(),
+              grpc::StatusCode::PERMISSION_DENIED)
+        << path;
+  }
+  EXPECT_FALSE(util::PathExists(dir_ + "/escaped"));
+  v1::LoadCheckpointRequest load;
+  load.set_path(dir_ + "/init");
+  v1::LoadCheckpointResponse loaded;
+  auto context = runtime::ContextWithTimeout(absl::Seconds(30));
+  EXPECT_EQ(server_->stub->LoadCheckpoint(context.get(), load, &loaded).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  // Inside the roots a relative path is taken from the first root.
+  v1::SaveCheckpointRequest save;
+  save.set_path("ckpt-1");
+  v1::SaveCheckpointResponse saved;
+  context = runtime::ContextWithTimeout(absl::Seconds(60));
+  ASSERT_TRUE(server_->stub->SaveCheckpoint(context.get(), save, &saved).ok());
+  EXPECT_TRUE(util::IsDirectory(allowed + "/ckpt-1"));
 }
 
 TEST_F(TrainerServiceTest, RejectsBadRequestsNamingTheField) {
@@ -340,6 +392,55 @@ TEST_F(TrainerServiceTest, TheValueModelCanStartFromThePolicy) {
   EXPECT_NEAR(response.stats().explained_variance(), 0.0, 1e-6) << "a zero value head predicts nothing at first";
 }
 
+TEST_F(TrainerServiceTest, AFullDiskFailsSaveCheckpointWithResourceExhaustedAndLeavesNoPartialCheckpoint) {
+  RLHF_MOUNT_SMALL_FILESYSTEM_OR_SKIP(fs, 4 << 20);
+  v1::LoadCheckpointRequest value;
+  value.set_path(dir_ + "/init");
+  value.set_role(v1::MODEL_ROLE_VALUE);
+  v1::LoadCheckpointResponse loaded;
+  auto context = runtime::ContextWithTimeout(absl::Seconds(30));
+  ASSERT_TRUE(server_->stub->LoadCheckpoint(context.get(), value, &loaded).ok());
+  v1::PpoStepResponse step;
+  context = runtime::ContextWithTimeout(absl::Seconds(60));
+  ASSERT_TRUE(server_->stub->PpoStep(context.get(), PpoRequest(1), &step).ok());  // optimiser state to save too
+
+  auto save = [&](const std::string& name) {
+    v1::SaveCheckpointRequest request;
+    request.set_path(fs->path() + "/" + name);
+    v1::SaveCheckpointResponse saved;
+    auto save_context = runtime::ContextWithTimeout(absl::Seconds(60));
+    return server_->stub->SaveCheckpoint(save_context.get(), request, &saved);
+  };
+  auto listing = [&] {
+    std::vector<std::string> names;
+    for (const auto& entry : std::filesystem::directory_iterator(fs->path())) {
+      names.push_back(entry.path().filename().string());
+    }
+    std::sort(names.begin(), names.end());
+    return names;
+  };
+  ASSERT_TRUE(save("iter-1").ok());
+  ASSERT_TRUE(fs->Fill().ok());
+  const grpc::Status full = save("iter-2");
+  EXPECT_EQ(full.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << full.error_message();
+  EXPECT_THAT(full.error_message(), HasSubstr("No space left on device"));
+  // Neither a half-written iter-2 (which a resume would load) nor its temporary folder is left.
+  EXPECT_THAT(listing(), ::testing::ElementsAre(".filler", "iter-1"));
+  v1::LoadCheckpointRequest load;
+  load.set_path(fs->path() + "/iter-2");
+  context = runtime::ContextWithTimeout(absl::Seconds(30));
+  EXPECT_EQ(server_->stub->LoadCheckpoint(context.get(), load, &loaded).error_code(), grpc::StatusCode::NOT_FOUND);
+
+  // Space comes back: the same save works, and the trainer resumes from it.
+  ASSERT_TRUE(fs->Free().ok());
+  const grpc::Status saved = save("iter-2");
+  ASSERT_TRUE(saved.ok()) << saved.error_message();
+  context = runtime::ContextWithTimeout(absl::Seconds(30));
+  ASSERT_TRUE(server_->stub->LoadCheckpoint(context.get(), load, &loaded).ok());
+  EXPECT_EQ(loaded.step(), 1);
+  EXPECT_THAT(listing(), ::testing::ElementsAre("iter-1", "iter-2"));
+}
+
 TEST_F(TrainerServiceTest, OneOperationAtATimeAndCancellingFreesTheTrainer) {
   std::vector<std::string> many;
   for (int i = 0; i < 400; ++i) many.push_back(R"({"prompt": "p)" + std::to_string(i) + R"(:", "response": "r"})");
@@ -355,21 +456,21 @@ TEST_F(TrainerServiceTest, OneOperationAtATimeAndCancellingFreesTheTrainer) {
   v1::PpoStepResponse response;
   auto other = runtime::ContextWithTimeout(absl::Seconds(10));
   grpc::Status busy = server_->stub->PpoStep(other.get(), PpoRequest(0), &response);
-  EXPECT_EQ(busy.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(busy.error_code(), grpc::StatusCode::UNAVAILABLE) << "busy: retry later";
   EXPECT_THAT(busy.error_message(), HasSubstr("TrainSft is running"));
   context.TryCancel();
   while (reader->Read(&event)) {
   }
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
   // The trainer is free again once the loop noticed.
-  grpc::StatusCode code = grpc::StatusCode::FAILED_PRECONDITION;
-  for (int i = 0; i < 100 && code == grpc::StatusCode::FAILED_PRECONDITION; ++i) {
+  grpc::StatusCode code = grpc::StatusCode::UNAVAILABLE;
+  for (int i = 0; i < 100 && code == grpc::StatusCode::UNAVAILABLE; ++i) {
     v1::SaveCheckpointRequest save;
     save.set_path(dir_ + "/after-cancel-" + std::to_string(i));
     v1::SaveCheckpointResponse saved;
     auto ctx = runtime::ContextWithTimeout(absl::Seconds(10));
     code = server_->stub->SaveCheckpoint(ctx.get(), save, &saved).error_code();
-    if (code == grpc::StatusCode::FAILED_PRECONDITION) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (code == grpc::StatusCode::UNAVAILABLE) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   EXPECT_EQ(code, grpc::StatusCode::OK);
 }

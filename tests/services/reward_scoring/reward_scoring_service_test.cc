@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/model/causal_lm.h"
+#include "common/model/model_config.h"
 #include "common/model/safetensors.h"
 #include "common/runtime/client.h"
 #include "common/runtime/server.h"
@@ -40,12 +41,6 @@ using ::testing::HasSubstr;
 std::string EnvOr(const char* name, const std::string& fallback) {
   const char* value = ::getenv(name);
   return value != nullptr && *value != '\0' ? std::string(value) : fallback;
-}
-
-// The Hugging Face GPT2ForSequenceClassification fixture (num_labels 1, no score.bias).
-std::string TinyRmFixture() {
-  return EnvOr("RLHF_FIXTURES_DIR", EnvOr("RLHF_SOURCE_DIR", RLHF_TEST_DEFAULT_SOURCE_DIR) + "/../shared/fixtures") +
-         "/gpt2-tiny-rm";
 }
 
 // A tiny reward model (byte tokenizer, 258 ids, EOS 256) whose body comes from `seed` and whose reward head is set
@@ -172,6 +167,62 @@ class RewardScoringTest : public ::testing::Test {
     stub_ = v1::RewardScoringService::NewStub(channel_);
   }
 
+  static std::string FixtureDir(const std::string& name) {
+    return EnvOr("RLHF_FIXTURES_DIR", EnvOr("RLHF_SOURCE_DIR", RLHF_TEST_DEFAULT_SOURCE_DIR) + "/../shared/fixtures") +
+           "/" + name;
+  }
+
+  // Scores the rows of a reward fixture's expected.safetensors through Score and through ScoreStream, each row as
+  // (first token, the rest up to its padding), and compares them with the fixture's scores (transformers').
+  void ExpectFixtureScores(const std::string& fixture) {
+    auto expected = model::SafetensorsFile::Open(fixture + "/expected.safetensors");
+    ASSERT_TRUE(expected.ok()) << expected.status();
+    at::Tensor ids = *(*expected)->Get("input_ids");
+    at::Tensor mask = *(*expected)->Get("attention_mask");
+    at::Tensor scores = *(*expected)->Get("scores");
+    ASSERT_EQ(ids.dim(), 2);
+    std::vector<v1::ScoreItem> items;
+    for (int64_t r = 0; r < ids.size(0); ++r) {
+      std::vector<int> tokens;
+      for (int64_t t = 0; t < ids.size(1); ++t) {
+        if (mask[r][t].item<int64_t>() == 1) tokens.push_back(static_cast<int>(ids[r][t].item<int64_t>()));
+      }
+      ASSERT_GE(tokens.size(), 2u);
+      // Any split scores the same sequence: the first token as the prompt, the rest as the response.
+      items.push_back(Tokens({tokens[0]}, std::vector<int>(tokens.begin() + 1, tokens.end())));
+    }
+    v1::ScoreResponse response;
+    const grpc::Status status = Score(Request(items), &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    ASSERT_EQ(response.scores_size(), scores.size(0));
+    for (int i = 0; i < response.scores_size(); ++i) {
+      EXPECT_NEAR(response.scores(i), scores[i].item<float>(), 1e-4f) << "row " << i;
+    }
+    EXPECT_EQ(response.normalization_bias(), 0.0f);
+    // ScoreStream: one item per message, in order.
+    auto context = runtime::ContextWithTimeout(absl::Seconds(60));
+    auto stream = stub_->ScoreStream(context.get());
+    for (size_t i = 0; i < items.size(); ++i) ASSERT_TRUE(stream->Write(Request({items[i]}, absl::StrCat(i))));
+    stream->WritesDone();
+    v1::ScoreResponse one;
+    int64_t row = 0;
+    while (stream->Read(&one)) {
+      ASSERT_FALSE(one.has_error()) << one.error().message();
+      ASSERT_EQ(one.scores_size(), 1);
+      EXPECT_NEAR(one.scores(0), scores[row].item<float>(), 1e-4f) << "streamed row " << row;
+      ++row;
+    }
+    ASSERT_TRUE(stream->Finish().ok());
+    EXPECT_EQ(row, scores.size(0));
+    grpc::ClientContext info_context;
+    v1::ModelInfo info;
+    ASSERT_TRUE(stub_->GetModelInfo(&info_context, {}, &info).ok());
+    EXPECT_EQ(info.reward_normalization_bias(), 0.0f);
+    auto config = model::ModelConfig::FromFile(fixture + "/config.json");
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(info.config().vocab_size(), config->vocab_size);
+  }
+
   reward::RewardEngineOptions Options(const std::string& model_dir) {
     reward::RewardEngineOptions options;
     options.model.model_dir = model_dir;
@@ -266,42 +317,26 @@ TEST_F(RewardScoringTest, ScoresEqualInProcessRewardsForTokensAndText) {
 }
 
 TEST_F(RewardScoringTest, HuggingFaceCheckpointScoresMatchTransformersWithBiasZero) {
-  const std::string fixture = TinyRmFixture();
+  const std::string fixture = FixtureDir("gpt2-tiny-rm");
   ASSERT_NO_FATAL_FAILURE(StartServer(Options(fixture)));
-  auto expected = model::SafetensorsFile::Open(fixture + "/expected.safetensors");
-  ASSERT_TRUE(expected.ok()) << expected.status();
-  at::Tensor ids = *(*expected)->Get("input_ids");
-  at::Tensor mask = *(*expected)->Get("attention_mask");
-  at::Tensor scores = *(*expected)->Get("scores");
-  ASSERT_EQ(ids.dim(), 2);
-  std::vector<v1::ScoreItem> items;
-  for (int64_t r = 0; r < ids.size(0); ++r) {
-    std::vector<int> tokens;
-    for (int64_t t = 0; t < ids.size(1); ++t) {
-      if (mask[r][t].item<int64_t>() == 1) tokens.push_back(static_cast<int>(ids[r][t].item<int64_t>()));
-    }
-    ASSERT_GE(tokens.size(), 2u);
-    // Any split scores the same sequence: the first token as the prompt, the rest as the response.
-    items.push_back(Tokens({tokens[0]}, std::vector<int>(tokens.begin() + 1, tokens.end())));
-  }
-  v1::ScoreResponse response;
-  const grpc::Status status = Score(Request(items), &response);
-  ASSERT_TRUE(status.ok()) << status.error_message();
-  ASSERT_EQ(response.scores_size(), scores.size(0));
-  for (int i = 0; i < response.scores_size(); ++i) {
-    EXPECT_NEAR(response.scores(i), scores[i].item<float>(), 1e-4f) << "row " << i;
-  }
-  EXPECT_EQ(response.normalization_bias(), 0.0f);
-  grpc::ClientContext context;
-  v1::ModelInfo info;
-  ASSERT_TRUE(stub_->GetModelInfo(&context, {}, &info).ok());
-  EXPECT_EQ(info.reward_normalization_bias(), 0.0f);
-  EXPECT_EQ(info.config().vocab_size(), 512);
+  ASSERT_NO_FATAL_FAILURE(ExpectFixtureScores(fixture));
   // No tokenizer files: text is refused, naming the field.
   v1::ScoreResponse text_response;
   const grpc::Status text = Score(Request({Tokens({1}, {2}), Text("a", "b")}), &text_response);
   EXPECT_EQ(text.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(text.error_message(), HasSubstr("items[1].prompt.text: this model has no tokenizer"));
+}
+
+// Other teams' reward models: Qwen2ForSequenceClassification (GQA, q/k/v biases, pad_token_id pooling).
+TEST_F(RewardScoringTest, Qwen2SequenceClassifierScoresMatchTransformers) {
+  const std::string fixture = FixtureDir("qwen2-tiny-rm");
+  ASSERT_NO_FATAL_FAILURE(StartServer(Options(fixture)));
+  ASSERT_NO_FATAL_FAILURE(ExpectFixtureScores(fixture));
+  grpc::ClientContext context;
+  v1::ModelInfo info;
+  ASSERT_TRUE(stub_->GetModelInfo(&context, {}, &info).ok());
+  EXPECT_EQ(info.config().model_type(), "qwen2");
+  EXPECT_EQ(info.role(), v1::MODEL_ROLE_REWARD);
 }
 
 TEST_F(RewardScoringTest, HotReloadUnderConcurrentLoadNeverMixesVersions) {
@@ -451,6 +486,15 @@ TEST_F(RewardScoringTest, BrokenCheckpointsAreRefusedOnceAndTheOldVersionKeepsSe
   ASSERT_TRUE(corrupt.ok());
   EXPECT_EQ(corrupt->outcome(), v1::RELOAD_OUTCOME_REFUSED);
   EXPECT_THAT(corrupt->message(), HasSubstr("model.safetensors"));
+  // A header whose JSON holds bytes that are not UTF-8: the refusal quotes them, and the answer must still parse.
+  ASSERT_NO_FATAL_FAILURE(WriteRewardModel(dir_ + "/garbled", 2, 0));
+  ASSERT_TRUE(util::WriteFileAtomically(dir_ + "/garbled/model.safetensors",
+                                        std::string("\x10\0\0\0\0\0\0\0{\"\xff\xfe\x80\": x}     ", 24))
+                  .ok());
+  auto garbled = Reload(dir_ + "/garbled");
+  ASSERT_TRUE(garbled.ok()) << garbled.status();  // not INTERNAL "Exception deserializing response"
+  EXPECT_EQ(garbled->outcome(), v1::RELOAD_OUTCOME_REFUSED);
+  EXPECT_THAT(garbled->message(), HasSubstr("model.safetensors"));
   // Another tokenizer with the same architecture: EOS and padding swapped.
   ASSERT_NO_FATAL_FAILURE(WriteRewardModel(dir_ + "/retokenized", 2, 0));
   ASSERT_TRUE(util::WriteFileAtomically(dir_ + "/retokenized/tokenizer.json",
@@ -469,9 +513,9 @@ TEST_F(RewardScoringTest, BrokenCheckpointsAreRefusedOnceAndTheOldVersionKeepsSe
   ASSERT_TRUE(util::WriteFileAtomically(watch + "/.tmp-rm-002/config.json", "{}").ok());
   ASSERT_EQ(::rename((watch + "/.tmp-rm-002").c_str(), (watch + "/rm-002").c_str()), 0);
   const std::string refused_metric = "rlhf_weight_updates_total{outcome=\"refused\",service=\"reward-scoring\"} ";
-  EXPECT_TRUE(Eventually([&] { return Metrics().find(refused_metric + "5") != std::string::npos; }));
+  EXPECT_TRUE(Eventually([&] { return Metrics().find(refused_metric + "6") != std::string::npos; }));
   absl::SleepFor(absl::Milliseconds(400));  // 20 polls
-  EXPECT_THAT(Metrics(), HasSubstr(refused_metric + "5"));
+  EXPECT_THAT(Metrics(), HasSubstr(refused_metric + "6"));
 
   // Meanwhile version 1 serves, unchanged.
   const auto request = Request({Tokens({3, 4, 5}, {6, 256}), Text("ping", "pong")});
@@ -507,7 +551,7 @@ TEST_F(RewardScoringTest, BrokenCheckpointsAreRefusedOnceAndTheOldVersionKeepsSe
   EXPECT_EQ(newest->outcome(), v1::RELOAD_OUTCOME_ALREADY_CURRENT);
   EXPECT_EQ(newest->checkpoint_path(), watch + "/rm-003");
   const std::string metrics = Metrics();
-  EXPECT_THAT(metrics, HasSubstr(refused_metric + "5"));
+  EXPECT_THAT(metrics, HasSubstr(refused_metric + "6"));
   EXPECT_THAT(metrics, HasSubstr("rlhf_weight_updates_total{outcome=\"ok\",service=\"reward-scoring\"} 1"));
 }
 
@@ -621,7 +665,7 @@ TEST_F(RewardScoringTest, BadRequestsGetInvalidArgumentNamingTheField) {
   v1::ScoreItem no_response;
   no_response.mutable_prompt()->set_text("hi");
   cases.push_back({Request({Tokens({1}, {2}), no_response}), "items[1].response has neither text nor token_ids"});
-  cases.push_back({Request({v1::ScoreItem()}), "items[0].prompt has neither text nor token_ids"});
+  cases.push_back({Request({v1::ScoreItem()}), "items[0].prompt has neither text, token_ids nor messages"});
   cases.push_back({Request({Tokens({1}, {2}), Tokens(std::vector<int>(50, 7), std::vector<int>(50, 8))}),
                    "items[1] has 100 tokens (prompt 50 + response 50), more than the model's max_position_embeddings=96"});
   cases.push_back({Request({Text(std::string(60, 'a'), std::string(40, 'b'))}),
