@@ -494,11 +494,28 @@ __attribute__((target("avx512f"))) void SiluMulRowAvx512(float* g, const float* 
   }
 }
 
+// s[j] = exp(s[j]) for n floats (0 where s[j] is -inf); returns their sum. Exp16 instead of n scalar expf calls,
+// which took about a tenth of a SmolLM2-shaped decode step at batch 16.
+__attribute__((target("avx512f"))) float ExpInPlaceAvx512(float* s, int64_t n) {
+  __m512 total = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 mask = n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __m512 x = _mm512_maskz_loadu_ps(mask, s + i);
+    const __mmask16 live = _mm512_mask_cmp_ps_mask(mask, x, _mm512_set1_ps(-std::numeric_limits<float>::infinity()),
+                                                   _CMP_NEQ_OQ);
+    const __m512 p = _mm512_maskz_mov_ps(live, Exp16(x));
+    _mm512_mask_storeu_ps(s + i, mask, p);
+    total = _mm512_add_ps(total, p);
+  }
+  return _mm512_reduce_add_ps(total);
+}
+
 // The `group` query heads at q (head_dim apart) over one key/value head; scores [group, slots] is scratch.
+// `avx512`: the softmax's exponentials by ExpInPlaceAvx512.
 RLHF_VECTOR_CLONES
 void AttendGroup(const float* __restrict q, int64_t group, int64_t head_dim, const float* __restrict keys_t,
                  int64_t k_dim, const float* __restrict values, int64_t v_slot, const bool* __restrict allowed,
-                 int64_t slots, float scale, float* __restrict scores, float* __restrict out) {
+                 int64_t slots, float scale, bool avx512, float* __restrict scores, float* __restrict out) {
   for (int64_t i = 0; i < group * slots; ++i) scores[i] = 0;
   for (int64_t d = 0; d < head_dim; ++d) {
     const float* __restrict kd = keys_t + d * k_dim;
@@ -514,11 +531,17 @@ void AttendGroup(const float* __restrict q, int64_t group, int64_t head_dim, con
     for (int64_t j = 0; j + 1 < slots; ++j) {
       if (allowed[j]) max_score = std::max(max_score, s[j]);
     }
-    float total = 0;
     for (int64_t j = 0; j < slots; ++j) {
-      const float p = allowed[j] || j == slots - 1 ? std::exp(s[j] - max_score) : 0.0f;
-      s[j] = p;
-      total += p;
+      s[j] = allowed[j] || j == slots - 1 ? s[j] - max_score : -std::numeric_limits<float>::infinity();
+    }
+    float total = 0;
+    if (avx512) {
+      total = ExpInPlaceAvx512(s, slots);
+    } else {
+      for (int64_t j = 0; j < slots; ++j) {
+        s[j] = std::exp(s[j]);  // exp(-inf) = 0
+        total += s[j];
+      }
     }
     const float inv = 1.0f / total;
     for (int64_t j = 0; j < slots; ++j) s[j] *= inv;
@@ -559,6 +582,7 @@ void GroupedDecodeAttention(const GroupedDecodeAttentionArgs& a) {
   const int64_t group = a.heads / a.kv_heads;
   const int64_t work = group * a.slots * a.head_dim;
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, work));
+  const bool avx512 = CpuHasAvx512();
   ParallelFor(a.rows * a.kv_heads, grain, [&](int64_t begin, int64_t end) {
     // Grows to the longest cache seen by this thread; no allocation in the steady state.
     thread_local std::vector<float> scores;
@@ -567,7 +591,7 @@ void GroupedDecodeAttention(const GroupedDecodeAttentionArgs& a) {
       const int64_t r = i / a.kv_heads, g = i % a.kv_heads;
       AttendGroup(a.q + r * a.q_row_stride + g * group * a.head_dim, group, a.head_dim,
                   a.keys_t + r * a.k_row + g * a.k_head, a.k_dim, a.values + r * a.v_row + g * a.v_head, a.v_slot,
-                  a.allowed + r * a.allowed_row, a.slots, a.scale, scores.data(),
+                  a.allowed + r * a.allowed_row, a.slots, a.scale, avx512, scores.data(),
                   a.out + r * a.out_row_stride + g * group * a.head_dim);
     }
   });
