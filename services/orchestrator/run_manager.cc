@@ -21,6 +21,7 @@
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
 #include "services/orchestrator/run_config.h"
+#include "services/orchestrator/run_setup.h"
 #include "services/orchestrator/run_driver.h"
 
 namespace rlhf::orchestrator {
@@ -245,8 +246,9 @@ absl::StatusOr<v1::Run> RunManager::StartRun(const v1::StartRunRequest& request)
   }
   const std::string run_dir =
       config.run_dir().empty() ? absl::StrCat(runs_root_.roots().front(), "/", run_id) : config.run_dir();
-  // A new run never takes over a folder that holds other files: writing run.json there could clobber them.
-  if (!existing && !util::IsEmptyOrMissingDirectory(run_dir)) {
+  // A new run never takes over a folder that holds other files (writing run.json there could clobber them), only an
+  // empty one or one PrepareRun prepared for it (`rlhf run` writes the task data and initial models first).
+  if (!existing && !IsNewRunFolder(run_dir)) {
     return absl::FailedPreconditionError(absl::StrCat(
         "config.run_dir: ", run_dir,
         " already holds files and no run of this id; name a new or empty folder (or resume the run it holds under "

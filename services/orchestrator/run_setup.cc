@@ -8,6 +8,7 @@
 #include "common/tokenizer/tokenizer.h"
 #include "common/util/file_util.h"
 #include "common/util/status_macros.h"
+#include "nlohmann/json.hpp"
 #include "services/orchestrator/run_config.h"
 
 namespace rlhf::orchestrator {
@@ -79,7 +80,17 @@ absl::StatusOr<RunFiles> PrepareRun(const v1::RunConfig& config, const std::stri
     RETURN_IF_ERROR(rm->Save(f.init_reward_model, {{"rlhf.stage", "init"}}));
     RETURN_IF_ERROR(tokenizer::CopyTokenizerFiles(f.init_model, f.init_reward_model));
   }
+  const std::string marker = absl::StrCat(run_dir, "/", kPreparedRunMarker);
+  if (!util::PathExists(marker)) {
+    const nlohmann::json contents = {{"init_model", f.init_model}, {"init_reward_model", f.init_reward_model}};
+    RETURN_IF_ERROR(util::WriteFileAtomically(
+        marker, contents.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"));
+  }
   return f;
+}
+
+bool IsNewRunFolder(const std::string& run_dir) {
+  return util::IsEmptyOrMissingDirectory(run_dir) || util::PathExists(absl::StrCat(run_dir, "/", kPreparedRunMarker));
 }
 
 }  // namespace rlhf::orchestrator

@@ -27,8 +27,16 @@ struct RunFiles {
 // The file layout of `run_dir` for `config` (no I/O).
 RunFiles RunFilesFor(const v1::RunConfig& config, const std::string& run_dir);
 
-// Writes what is missing. InvalidArgument / NotFound naming the field or file at fault.
+// Writes what is missing, and then the marker kPreparedRunMarker. InvalidArgument / NotFound naming the field or
+// file at fault.
 absl::StatusOr<RunFiles> PrepareRun(const v1::RunConfig& config, const std::string& run_dir);
+
+// The file PrepareRun leaves in a folder it prepared for a run (task data, initial models): a new run may start in
+// such a folder, while one that holds anything else is refused (StartRun never takes over a user's folder).
+inline constexpr char kPreparedRunMarker[] = "prepared-run.json";
+
+// Empty or missing, or prepared by PrepareRun.
+bool IsNewRunFolder(const std::string& run_dir);
 
 }  // namespace rlhf::orchestrator
 

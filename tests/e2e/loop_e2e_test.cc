@@ -149,8 +149,9 @@ TEST_F(LoopTest, ALlamaFamilyLoopRunsEndToEndThroughTheServices) {
   EXPECT_EQ(run.evaluation().num_prompts(), 32);
   ASSERT_GE(run.checkpoints_size(), 3) << "SFT, reward model, PPO";
   for (const v1::CheckpointRecord& checkpoint : run.checkpoints()) {
-    const std::string dir =
+    std::string dir =
         absl::StartsWith(checkpoint.path(), "/") ? checkpoint.path() : run_dir_ + "/" + checkpoint.path();
+    if (!util::PathExists(dir + "/config.json")) dir += "/policy";  // a trainer checkpoint: policy/ and value/
     auto config = util::ReadFile(dir + "/config.json");
     ASSERT_TRUE(config.ok()) << config.status();
     EXPECT_EQ(Json::parse(*config).at("model_type"), "llama") << dir;

@@ -8,6 +8,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/orchestrator/run_config.h"
+#include "services/orchestrator/run_setup.h"
 #include "tests/testing/test_util.h"
 
 namespace rlhf::orchestrator {
@@ -22,6 +23,7 @@ class RunManagerPathsTest : public ::testing::Test {
     ASSERT_TRUE(util::MakeDirectories(dir_ + "/data").ok());
     ASSERT_TRUE(util::WriteFileAtomically(dir_ + "/data/sft.jsonl", "{}\n").ok());
     ASSERT_TRUE(util::WriteFileAtomically(dir_ + "/data/prompts.jsonl", "{}\n").ok());
+    ASSERT_TRUE(util::WriteFileAtomically(dir_ + "/data/comparisons.jsonl", "{}\n").ok());
     ASSERT_TRUE(util::WriteFileAtomically(dir_ + "/secret.jsonl", "{}\n").ok());
     RunManagerOptions options;
     options.runs_root = dir_ + "/runs";
@@ -45,10 +47,19 @@ class RunManagerPathsTest : public ::testing::Test {
     s->set_trainer("127.0.0.1:4");
     request.mutable_config()->set_run_dir(run_dir);
     if (!sft_data.empty()) {
-      v1::TaskConfig* task = request.mutable_config()->mutable_task();
-      task->clear_builtin_task();
-      task->set_sft_data_path(sft_data);
-      task->set_prompts_path(dir_ + "/data/prompts.jsonl");
+      // A user's data: a byte-level model from scratch, and rankings from a file.
+      v1::RunConfig* c = request.mutable_config();
+      c->clear_task();
+      c->mutable_task()->set_sft_data_path(sft_data);
+      c->mutable_task()->set_prompts_path(dir_ + "/data/prompts.jsonl");
+      c->clear_model();
+      v1::ModelConfig* m = c->mutable_model()->mutable_config();
+      m->set_n_layer(2);
+      m->set_n_embd(64);
+      m->set_n_head(4);
+      m->set_n_positions(64);
+      c->clear_labeler();
+      c->mutable_labeler()->mutable_dataset()->set_path(dir_ + "/data/comparisons.jsonl");
     }
     return manager_->StartRun(request);
   }
@@ -68,12 +79,17 @@ TEST_F(RunManagerPathsTest, RunFoldersStayInsideTheRunsRoot) {
 }
 
 TEST_F(RunManagerPathsTest, ANewRunDoesNotTakeOverAFolderThatHoldsFiles) {
+  ASSERT_TRUE(util::MakeDirectories(dir_ + "/runs/taken").ok());
   ASSERT_TRUE(util::WriteFileAtomically(dir_ + "/runs/taken/notes.txt", "mine\n").ok());
   auto run = Validate("taken");
   EXPECT_EQ(run.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(run.status().message(), HasSubstr("already holds files"));
   ASSERT_TRUE(util::MakeDirectories(dir_ + "/runs/empty").ok());
   EXPECT_TRUE(Validate("empty").ok());
+  // A folder PrepareRun prepared for the run (what `rlhf run` does before StartRun) is the run's.
+  ASSERT_TRUE(PrepareRun(DefaultRunConfig(), dir_ + "/runs/prepared").ok());
+  auto prepared = Validate("prepared");
+  EXPECT_TRUE(prepared.ok()) << prepared.status();
 }
 
 TEST_F(RunManagerPathsTest, DataFilesMustLieInsideThePathRoots) {
