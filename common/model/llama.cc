@@ -1,27 +1,96 @@
 #include "common/model/llama.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <utility>
 
+#include <ATen/core/grad_mode.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/addmv.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/dropout.h>
 #include <ATen/ops/embedding.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/matmul.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/mv.h>
 #include <ATen/ops/rsqrt.h>
 #include <ATen/ops/silu.h>
 #include <ATen/ops/softmax.h>
 #include <ATen/ops/where.h>
+#include <c10/core/InferenceMode.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/model/cpu_kernels.h"
 
 namespace rlhf::model {
 namespace {
 
 constexpr char kPrefix[] = "model.";
+
+// Slots of KvCache::scratch_ for decode steps, each [batch, ...].
+enum Scratch { kX, kH, kQ, kK, kV, kAttn, kProj, kGate, kUp, kRope, kLogits, kNumScratch };
+
+using Op = internal::GemmNtOutput::Op;
+
+// at::empty for long-lived buffers: big CPU ones get transparent huge pages before first touch.
+at::Tensor EmptyLongLived(at::IntArrayRef shape, const at::TensorOptions& options) {
+  at::Tensor t = at::empty(shape, options);
+  if (t.device().is_cpu() && t.nbytes() >= (size_t{4} << 20)) internal::AdviseHugePages(t.data_ptr(), t.nbytes());
+  return t;
+}
+
+const float* OrNull(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
+
+// A product for GemmNtAvx512: y [rows, w.size(0)] (op)= x @ w^T + bias.
+internal::GemmNtOutput Product(const at::Tensor& w, const at::Tensor& bias, float* y, int64_t ldy,
+                               Op op = Op::kStore) {
+  internal::GemmNtOutput o;
+  o.w = w.data_ptr<float>();
+  o.ldw = w.stride(0);
+  o.bias = OrNull(bias);
+  o.y = y;
+  o.ldy = ldy;
+  o.n = w.size(0);
+  o.op = op;
+  return o;
+}
+
+// y = silu(x @ gate^T + gate_bias) * (x @ up^T + up_bias).
+internal::GemmNtOutput GatedProduct(const at::Tensor& gate, const at::Tensor& gate_bias, const at::Tensor& up,
+                                    const at::Tensor& up_bias, float* y, int64_t ldy) {
+  internal::GemmNtOutput o = Product(gate, gate_bias, y, ldy, Op::kGatedSilu);
+  o.w2 = up.data_ptr<float>();
+  o.bias2 = OrNull(up_bias);
+  return o;
+}
+
+// x * cos + rotate_half(x) * sin in place on `rows` vectors of d floats (ld apart), with cos/sin [d / 2] (both
+// halves of Hugging Face's cat(freqs, freqs) use the same angle).
+void RotateRows(float* x, int64_t rows, int64_t ld, int64_t d, const float* cos, const float* sin) {
+  const int64_t half = d / 2;
+  for (int64_t r = 0; r < rows; ++r) {
+    float* v = x + r * ld;
+    for (int64_t i = 0; i < half; ++i) {
+      const float a = v[i], b = v[i + half];
+      v[i] = a * cos[i] + (-b) * sin[i];
+      v[i + half] = b * cos[i] + a * sin[i];
+    }
+  }
+}
+
+// Index of the power-of-two bucket holding `rows` (bucket i: rows <= 2^i), capped at `buckets` - 1.
+int RowBucket(int64_t rows, int buckets) {
+  int i = 0;
+  while (i + 1 < buckets && (int64_t{1} << i) < rows) ++i;
+  return i;
+}
 
 // Hugging Face's _compute_default_rope_parameters and _compute_llama3_parameters, in float32.
 at::Tensor RopeFrequencies(const ModelConfig& c) {
@@ -52,7 +121,9 @@ at::Tensor ApplyRotary(const at::Tensor& x, const at::Tensor& cos, const at::Ten
 }  // namespace
 
 LlamaModel::LlamaModel(const ModelConfig& config, const ModelOptions& options) : CausalLm(config, options) {
-  inv_freq_ = RopeFrequencies(config_).to(options_.device);
+  at::Tensor inv_freq = RopeFrequencies(config_).contiguous();
+  inv_freq_cpu_.assign(inv_freq.data_ptr<float>(), inv_freq.data_ptr<float>() + inv_freq.numel());
+  inv_freq_ = inv_freq.to(options_.device);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -165,12 +236,29 @@ at::Tensor LlamaModel::HiddenStates(const at::Tensor& ids, const at::Tensor& pos
   auto [cos, sin] = RotaryAngles(positions);
   cos = cos.unsqueeze(1);  // [b, 1, t, d]
   sin = sin.unsqueeze(1);
+  // Inference forwards multiply through our kernel where it is the faster one; x is then updated in place.
+  const bool kernel = !training && device().is_cpu() && !at::GradMode::is_enabled() && UseOurKernel(b * t);
+  if (kernel) x = x.contiguous();
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const Layer& y = layers_[l];
     at::Tensor h = RmsNorm(x, y.input_norm_w);
-    at::Tensor q = at::linear(h, y.q_w, y.q_b).view({b, t, heads, d});
-    at::Tensor k = at::linear(h, y.k_w, y.k_b).view({b, t, kv, d});
-    at::Tensor v = at::linear(h, y.v_w, y.v_b).view({b, t, kv, d});
+    at::Tensor q, k, v;
+    if (kernel) {
+      h = h.reshape({b * t, c.hidden_size}).contiguous();
+      q = at::empty({b * t, heads * d}, h.options());
+      k = at::empty({b * t, kv * d}, h.options());
+      v = at::empty({b * t, kv * d}, h.options());
+      KernelProducts(h, {Product(y.q_w, y.q_b, q.data_ptr<float>(), q.stride(0)),
+                         Product(y.k_w, y.k_b, k.data_ptr<float>(), k.stride(0)),
+                         Product(y.v_w, y.v_b, v.data_ptr<float>(), v.stride(0))});
+    } else {
+      q = at::linear(h, y.q_w, y.q_b);
+      k = at::linear(h, y.k_w, y.k_b);
+      v = at::linear(h, y.v_w, y.v_b);
+    }
+    q = q.view({b, t, heads, d});
+    k = k.view({b, t, kv, d});
+    v = v.view({b, t, kv, d});
     if (c.qk_norm) {
       q = RmsNorm(q, y.q_norm_w);
       k = RmsNorm(k, y.k_norm_w);
@@ -193,6 +281,16 @@ at::Tensor LlamaModel::HiddenStates(const at::Tensor& ids, const at::Tensor& pos
     if (training && c.attn_pdrop > 0) att = at::dropout(att, c.attn_pdrop, true);
     at::Tensor o = at::matmul(att.reshape({b, kv, groups * t, s}), v).view({b, heads, t, d});
     o = o.transpose(1, 2).reshape({b, t, heads * d});
+    if (kernel) {
+      const int64_t e = c.hidden_size;
+      o = o.reshape({b * t, heads * d}).contiguous();
+      KernelProducts(o, {Product(y.o_w, y.o_b, x.data_ptr<float>(), e, Op::kAccumulate)});
+      h = RmsNorm(x, y.post_norm_w).reshape({b * t, e}).contiguous();
+      at::Tensor act = at::empty({b * t, c.intermediate_size}, h.options());
+      KernelProducts(h, {GatedProduct(y.gate_w, y.gate_b, y.up_w, y.up_b, act.data_ptr<float>(), act.stride(0))});
+      KernelProducts(act, {Product(y.down_w, y.down_b, x.data_ptr<float>(), e, Op::kAccumulate)});
+      continue;
+    }
     o = at::linear(o, y.o_w, y.o_b);
     if (training && c.resid_pdrop > 0) o = at::dropout(o, c.resid_pdrop, true);
     x = x + o;
@@ -205,24 +303,252 @@ at::Tensor LlamaModel::HiddenStates(const at::Tensor& ids, const at::Tensor& pos
   return RmsNorm(x, norm_w_);
 }
 
-at::Tensor LlamaModel::LmHead(const at::Tensor& hidden) const { return at::matmul(hidden, lm_head_w_.t()); }
+at::Tensor LlamaModel::LmHead(const at::Tensor& hidden) const {
+  const int64_t rows = hidden.numel() / config_.hidden_size;
+  if (!device().is_cpu() || at::GradMode::is_enabled() || !UseOurKernel(rows)) {
+    return at::matmul(hidden, lm_head_w_.t());
+  }
+  at::Tensor in = hidden.reshape({rows, config_.hidden_size}).contiguous();
+  at::Tensor out = at::empty({rows, config_.vocab_size}, in.options());
+  KernelProducts(in, {Product(lm_head_w_, at::Tensor(), out.data_ptr<float>(), out.stride(0))});
+  std::vector<int64_t> shape = hidden.sizes().vec();
+  shape.back() = config_.vocab_size;
+  return out.view(shape);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Matrix kernels.
+
+void LlamaModel::KernelProducts(const at::Tensor& x, std::initializer_list<internal::GemmNtOutput> outputs) const {
+  internal::GemmNtAvx512(x.data_ptr<float>(), x.stride(0), x.size(0), x.size(1), outputs.begin(),
+                         static_cast<int>(outputs.size()));
+}
+
+void LlamaModel::BlasLinear(const at::Tensor& in, const at::Tensor& w, const at::Tensor& bias, at::Tensor& out) const {
+  const int64_t b = in.size(0);
+  if (b <= options_.mv_max_batch) {
+    for (int64_t r = 0; r < b; ++r) {
+      at::Tensor row = out.select(0, r);
+      if (bias.defined()) {
+        at::addmv_out(row, bias, w, in.select(0, r));
+      } else {
+        at::mv_out(row, w, in.select(0, r));
+      }
+    }
+  } else if (bias.defined()) {
+    at::addmm_out(out, bias, in, w.t());
+  } else {
+    at::mm_out(out, in, w.t());
+  }
+}
+
+bool LlamaModel::UseOurKernel(int64_t rows) const {
+  if (!UseAvx512Kernel()) return false;  // kBlas, or no AVX-512
+  if (options_.decode_kernel == DecodeKernel::kAvx512) return true;
+  const int bucket = RowBucket(rows, kRowBuckets);
+  int verdict = kernel_choice_[bucket].load(std::memory_order_acquire);
+  if (verdict == 0) {
+    std::lock_guard<std::mutex> lock(kernel_choice_mu_);
+    verdict = kernel_choice_[bucket].load(std::memory_order_relaxed);
+    if (verdict == 0) {
+      verdict = MeasureOurKernelFaster(int64_t{1} << bucket) ? 1 : 2;
+      kernel_choice_[bucket].store(verdict, std::memory_order_release);
+    }
+  }
+  return verdict == 1;
+}
+
+std::string LlamaModel::MatrixKernelFor(int64_t rows) const {
+  if (!device().is_cpu()) return "device";
+  return UseOurKernel(rows) ? "avx512" : "blas";
+}
+
+bool LlamaModel::MeasureOurKernelFaster(int64_t rows) const {
+  c10::InferenceMode inference;
+  const ModelConfig& c = config_;
+  const Layer& y = layers_.front();
+  const int64_t e = c.hidden_size, qn = c.num_attention_heads * c.head_dim, kvn = c.num_key_value_heads * c.head_dim;
+  const auto opts = at::TensorOptions().dtype(at::kFloat);
+  const int64_t widest = std::max({e, qn, c.intermediate_size});
+  at::Tensor in = at::empty({rows, widest}, opts).fill_(0.01);
+  at::Tensor q = at::empty({rows, qn}, opts), k = at::empty({rows, kvn}, opts), v = at::empty({rows, kvn}, opts);
+  at::Tensor x = at::empty({rows, e}, opts).zero_();
+  at::Tensor g = at::empty({rows, c.intermediate_size}, opts), u = at::empty({rows, c.intermediate_size}, opts);
+  at::Tensor h = in.narrow(1, 0, e), attn = in.narrow(1, 0, qn), act = in.narrow(1, 0, c.intermediate_size);
+  // Layer 0's products as the decode step runs them, one way or the other.
+  auto ours = [&]() {
+    KernelProducts(h, {Product(y.q_w, y.q_b, q.data_ptr<float>(), qn), Product(y.k_w, y.k_b, k.data_ptr<float>(), kvn),
+                       Product(y.v_w, y.v_b, v.data_ptr<float>(), kvn)});
+    KernelProducts(attn, {Product(y.o_w, y.o_b, x.data_ptr<float>(), e, Op::kAccumulate)});
+    KernelProducts(h, {GatedProduct(y.gate_w, y.gate_b, y.up_w, y.up_b, g.data_ptr<float>(), g.stride(0))});
+    KernelProducts(act, {Product(y.down_w, y.down_b, x.data_ptr<float>(), e, Op::kAccumulate)});
+  };
+  at::Tensor proj = at::empty({rows, e}, opts);
+  auto blas = [&]() {
+    BlasLinear(h, y.q_w, y.q_b, q);
+    BlasLinear(h, y.k_w, y.k_b, k);
+    BlasLinear(h, y.v_w, y.v_b, v);
+    BlasLinear(attn, y.o_w, y.o_b, proj);
+    BlasLinear(h, y.gate_w, y.gate_b, g);
+    BlasLinear(h, y.up_w, y.up_b, u);
+    internal::SiluMulRows(g.data_ptr<float>(), g.stride(0), u.data_ptr<float>(), u.stride(0), rows, g.size(1));
+    BlasLinear(act, y.down_w, y.down_b, proj);
+  };
+  auto seconds = [](const auto& fn) {
+    const auto start = std::chrono::steady_clock::now();
+    fn();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  ours();  // warm-up: weights into cache, threads started
+  blas();
+  double best_ours = std::numeric_limits<double>::infinity(), best_blas = best_ours;
+  for (int i = 0; i < 3; ++i) {  // interleaved, so that load from other processes hits both alike
+    best_ours = std::min(best_ours, seconds(ours));
+    best_blas = std::min(best_blas, seconds(blas));
+  }
+  return best_ours <= best_blas;
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Incremental decoding.
 
 void LlamaModel::ResetScratch(int64_t batch, KvCache* cache) const {
-  // The step runs through HiddenStates; one [batch] scratch row keeps KeepKvCacheRows' bookkeeping uniform.
-  cache->scratch_.assign(1, at::empty({batch}, at::TensorOptions().dtype(at::kFloat).device(device())));
+  const ModelConfig& c = config_;
+  const auto opts = at::TensorOptions().dtype(at::kFloat).device(device());
+  const int64_t e = c.hidden_size, qn = c.num_attention_heads * c.head_dim, kvn = c.num_key_value_heads * c.head_dim;
+  std::vector<at::Tensor>& s = cache->scratch_;
+  s.assign(kNumScratch, at::Tensor());
+  s[kX] = at::empty({batch, e}, opts);
+  s[kH] = at::empty({batch, e}, opts);
+  s[kQ] = at::empty({batch, qn}, opts);
+  s[kK] = at::empty({batch, kvn}, opts);
+  s[kV] = at::empty({batch, kvn}, opts);
+  s[kAttn] = at::empty({batch, qn}, opts);
+  s[kProj] = at::empty({batch, e}, opts);
+  s[kGate] = at::empty({batch, c.intermediate_size}, opts);
+  s[kUp] = at::empty({batch, c.intermediate_size}, opts);
+  s[kRope] = at::empty({batch, c.head_dim}, opts);  // cos of the d/2 angles, then their sin
+  s[kLogits] = EmptyLongLived({batch, c.vocab_size}, opts);
 }
 
 at::Tensor LlamaModel::DecodeStepCpu(const at::Tensor& ids, const at::Tensor& positions, KvCache* cache) const {
-  const int64_t b = cache->batch_, slot = cache->length_;
-  // Slot j is visible when it holds a real token or is the query's own slot.
-  at::Tensor visible = cache->key_mask_.narrow(1, 0, slot + 1).clone();
-  visible.select(1, slot).fill_(true);
-  at::Tensor blocked = visible.logical_not().view({b, 1, 1, slot + 1});
-  at::Tensor hidden = HiddenStates(ids, positions, blocked, cache, slot, false);
-  return LmHead(hidden.select(1, 0));
+  const ModelConfig& c = config_;
+  const int64_t b = cache->batch_, slot = cache->length_, e = c.hidden_size, d = c.head_dim, half = d / 2;
+  const int64_t heads = c.num_attention_heads, kvh = c.num_key_value_heads, qn = heads * d, kvn = kvh * d;
+  const float eps = static_cast<float>(c.norm_eps);
+  const bool ours = UseOurKernel(b);
+  std::vector<at::Tensor>& s = cache->scratch_;
+  // Scratch rows stay their allocated width apart (KeepKvCacheRows narrows rows only): leading dimensions are the
+  // widths below.
+  float *x = s[kX].data_ptr<float>(), *h = s[kH].data_ptr<float>(), *q = s[kQ].data_ptr<float>();
+  float *k = s[kK].data_ptr<float>(), *v = s[kV].data_ptr<float>(), *attn = s[kAttn].data_ptr<float>();
+  float *proj = s[kProj].data_ptr<float>(), *rope = s[kRope].data_ptr<float>();
+
+  const at::Tensor id_rows = ids.contiguous(), pos_rows = positions.contiguous();
+  const int64_t* id = id_rows.data_ptr<int64_t>();
+  const int64_t* pos = pos_rows.data_ptr<int64_t>();
+  const float* embed = embed_w_.data_ptr<float>();
+  for (int64_t r = 0; r < b; ++r) {
+    std::memcpy(x + r * e, embed + id[r] * embed_w_.stride(0), sizeof(float) * e);
+    // The generic path's angles: float(position) * inv_freq in float32.
+    for (int64_t i = 0; i < half; ++i) {
+      const float angle = static_cast<float>(pos[r]) * inv_freq_cpu_[i];
+      rope[r * d + i] = std::cos(angle);
+      rope[r * d + half + i] = std::sin(angle);
+    }
+  }
+
+  // Residual stream x += in @ w^T + bias.
+  auto residual = [&](at::Tensor& in, const at::Tensor& w, const at::Tensor& bias) {
+    if (ours) {
+      KernelProducts(in, {Product(w, bias, x, e, Op::kAccumulate)});
+      return;
+    }
+    BlasLinear(in, w, bias, s[kProj]);
+    for (int64_t r = 0; r < b; ++r) {
+      for (int64_t i = 0; i < e; ++i) x[r * e + i] += proj[r * e + i];
+    }
+  };
+
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  float* keys = cache->keys_.data_ptr<float>();
+  float* values = cache->values_.data_ptr<float>();
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const Layer& y = layers_[l];
+    internal::RmsNormRows(x, e, y.input_norm_w.data_ptr<float>(), eps, b, e, h, e);
+    if (ours) {
+      KernelProducts(s[kH], {Product(y.q_w, y.q_b, q, qn), Product(y.k_w, y.k_b, k, kvn),
+                             Product(y.v_w, y.v_b, v, kvn)});
+    } else {
+      BlasLinear(s[kH], y.q_w, y.q_b, s[kQ]);
+      BlasLinear(s[kH], y.k_w, y.k_b, s[kK]);
+      BlasLinear(s[kH], y.v_w, y.v_b, s[kV]);
+    }
+    if (c.qk_norm) {
+      internal::RmsNormRows(q, d, y.q_norm_w.data_ptr<float>(), eps, b * heads, d, q, d);
+      internal::RmsNormRows(k, d, y.k_norm_w.data_ptr<float>(), eps, b * kvh, d, k, d);
+    }
+    // RoPE at each row's position; the key and value go to the cache at `slot`.
+    float* keys_l = keys + l * cache->keys_.stride(0);
+    float* values_l = values + l * cache->values_.stride(0);
+    const int64_t k_row = cache->keys_.stride(1), k_head = cache->keys_.stride(2), k_dim = cache->keys_.stride(3);
+    const int64_t v_row = cache->values_.stride(1), v_head = cache->values_.stride(2);
+    const int64_t v_slot = cache->values_.stride(3);
+    for (int64_t r = 0; r < b; ++r) {
+      const float* cos = rope + r * d;
+      RotateRows(q + r * qn, heads, d, d, cos, cos + half);
+      RotateRows(k + r * kvn, kvh, d, d, cos, cos + half);
+      for (int64_t g = 0; g < kvh; ++g) {
+        const float* kr = k + r * kvn + g * d;
+        float* kt = keys_l + r * k_row + g * k_head + slot;
+        for (int64_t i = 0; i < d; ++i) kt[i * k_dim] = kr[i];
+        std::memcpy(values_l + r * v_row + g * v_head + slot * v_slot, v + r * kvn + g * d, sizeof(float) * d);
+      }
+    }
+    internal::GroupedDecodeAttentionArgs args;
+    args.q = q;
+    args.q_row_stride = qn;
+    args.keys_t = keys_l;
+    args.k_row = k_row;
+    args.k_head = k_head;
+    args.k_dim = k_dim;
+    args.values = values_l;
+    args.v_row = v_row;
+    args.v_head = v_head;
+    args.v_slot = v_slot;
+    args.allowed = cache->key_mask_.data_ptr<bool>();
+    args.allowed_row = cache->key_mask_.stride(0);
+    args.out = attn;
+    args.out_row_stride = qn;
+    args.rows = b;
+    args.heads = heads;
+    args.kv_heads = kvh;
+    args.head_dim = d;
+    args.slots = slot + 1;
+    args.scale = scale;
+    internal::GroupedDecodeAttention(args);
+    residual(s[kAttn], y.o_w, y.o_b);
+
+    internal::RmsNormRows(x, e, y.post_norm_w.data_ptr<float>(), eps, b, e, h, e);
+    if (ours) {
+      KernelProducts(s[kH], {GatedProduct(y.gate_w, y.gate_b, y.up_w, y.up_b, s[kGate].data_ptr<float>(),
+                                          c.intermediate_size)});
+    } else {
+      BlasLinear(s[kH], y.gate_w, y.gate_b, s[kGate]);
+      BlasLinear(s[kH], y.up_w, y.up_b, s[kUp]);
+      internal::SiluMulRows(s[kGate].data_ptr<float>(), c.intermediate_size, s[kUp].data_ptr<float>(),
+                            c.intermediate_size, b, c.intermediate_size);
+    }
+    residual(s[kGate], y.down_w, y.down_b);
+  }
+  internal::RmsNormRows(x, e, norm_w_.data_ptr<float>(), eps, b, e, h, e);
+  at::Tensor& logits = s[kLogits];
+  if (ours) {
+    KernelProducts(s[kH], {Product(lm_head_w_, at::Tensor(), logits.data_ptr<float>(), c.vocab_size)});
+  } else {
+    BlasLinear(s[kH], lm_head_w_, at::Tensor(), logits);
+  }
+  return logits;
 }
 
 }  // namespace rlhf::model

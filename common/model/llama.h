@@ -9,20 +9,36 @@
 // `model.` prefix is optional on load), `lm_head.weight` when untied, `score.weight` for *ForSequenceClassification.
 //
 // Made by CreateModel / LoadModel (causal_lm.h) for model_type "llama", "qwen2", "qwen3" and "mistral".
+//
+// On CPU, one-token decode steps run fused row kernels (RMSNorm, q/k norm, RoPE at the step's position written
+// into the KV cache, grouped-query attention, SiLU gate) around matrix products on the [out, in] parameters
+// themselves: our AVX-512 kernel (cpu_kernels.h GemmNtAvx512, which streams each weight once per step) or OpenBLAS.
+// Inference forwards (prefill, scoring: no gradient recorded) use the same kernel for their products. Which of the
+// two multiplies m rows is ModelOptions::decode_kernel; kAuto measures both on this machine (once per model and
+// power-of-two bucket of m, on layer 0's weights) and takes the faster.
 #ifndef RLHF_COMMON_MODEL_LLAMA_H_
 #define RLHF_COMMON_MODEL_LLAMA_H_
 
+#include <atomic>
 #include <cstdint>
+#include <initializer_list>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
 
 #include "common/model/causal_lm.h"
+#include "common/model/cpu_kernels.h"
 
 namespace rlhf::model {
 
 class LlamaModel final : public CausalLm {
+ public:
+  // The matrix kernel that multiplies `rows` rows on CPU: "avx512" (GemmNtAvx512) or "blas" (OpenBLAS). With kAuto
+  // the first call for a bucket of rows measures both (tens of milliseconds on a 100M-parameter model).
+  std::string MatrixKernelFor(int64_t rows) const;
+
  private:
   friend class CausalLm;
   LlamaModel(const ModelConfig& config, const ModelOptions& options);
@@ -42,6 +58,17 @@ class LlamaModel final : public CausalLm {
   at::Tensor DecodeStepCpu(const at::Tensor& ids, const at::Tensor& positions, KvCache* cache) const override;
   void ResetScratch(int64_t batch, KvCache* cache) const override;
 
+  // Whether our kernel multiplies `rows` rows (options, CPU, and with kAuto the measured crossover).
+  bool UseOurKernel(int64_t rows) const;
+  // kAuto: times layer 0's products at `rows` rows with our kernel and with OpenBLAS (best of 3 each); true when
+  // ours is faster.
+  bool MeasureOurKernelFaster(int64_t rows) const;
+  // Inference forwards: x [rows, k] contiguous through our kernel (products on the same input in one call).
+  void KernelProducts(const at::Tensor& x, std::initializer_list<internal::GemmNtOutput> outputs) const;
+  // One matrix product of the decode step into `out` [b, out_features] through OpenBLAS (mv by rows up to
+  // options_.mv_max_batch).
+  void BlasLinear(const at::Tensor& in, const at::Tensor& w, const at::Tensor& bias, at::Tensor& out) const;
+
   // cos and sin of the rotary angles at `positions` [b, t]: each [b, t, head_dim] float32.
   std::pair<at::Tensor, at::Tensor> RotaryAngles(const at::Tensor& positions) const;
   // RMSNorm over the last dimension, in float32.
@@ -50,6 +77,13 @@ class LlamaModel final : public CausalLm {
   at::Tensor inv_freq_;  // [head_dim / 2] float32: RoPE frequencies after the config's scaling
   at::Tensor embed_w_, norm_w_, lm_head_w_;  // lm_head_w_ is embed_w_ when tied
   std::vector<Layer> layers_;
+  std::vector<float> inv_freq_cpu_;  // inv_freq_ for the decode step's RoPE
+
+  // kAuto's verdicts per bucket of rows (bucket i: up to 2^i rows; the last bucket also serves larger counts):
+  // 0 not measured yet, 1 our kernel, 2 OpenBLAS.
+  static constexpr int kRowBuckets = 10;
+  mutable std::mutex kernel_choice_mu_;
+  mutable std::atomic<int> kernel_choice_[kRowBuckets] = {};
 };
 
 }  // namespace rlhf::model
