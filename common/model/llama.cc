@@ -366,7 +366,6 @@ std::string LlamaModel::MatrixKernelFor(int64_t rows) const {
 bool LlamaModel::MeasureOurKernelFaster(int64_t rows) const {
   c10::InferenceMode inference;
   const ModelConfig& c = config_;
-  const Layer& y = layers_.front();
   const int64_t e = c.hidden_size, qn = c.num_attention_heads * c.head_dim, kvn = c.num_key_value_heads * c.head_dim;
   const auto opts = at::TensorOptions().dtype(at::kFloat);
   const int64_t widest = std::max({e, qn, c.intermediate_size});
@@ -375,24 +374,35 @@ bool LlamaModel::MeasureOurKernelFaster(int64_t rows) const {
   at::Tensor x = at::empty({rows, e}, opts).zero_();
   at::Tensor g = at::empty({rows, c.intermediate_size}, opts), u = at::empty({rows, c.intermediate_size}, opts);
   at::Tensor h = in.narrow(1, 0, e), attn = in.narrow(1, 0, qn), act = in.narrow(1, 0, c.intermediate_size);
-  // Layer 0's products as the decode step runs them, one way or the other.
+  // Layers' products as the decode step runs them, one way or the other, over enough layers that their weights
+  // (at least 64 MiB, beyond any last-level cache) stream from memory as in a real step: one layer alone would sit
+  // in the cache and favour the wrong kernel on a memory-bound step.
+  const int64_t layer_bytes =
+      4 * (e * (qn + 2 * kvn) + qn * e + 3 * e * c.intermediate_size);
+  const size_t timed_layers = static_cast<size_t>(std::min<int64_t>(
+      static_cast<int64_t>(layers_.size()), std::max<int64_t>(1, ((int64_t{64} << 20) + layer_bytes - 1) / layer_bytes)));
+  const std::vector<Layer> timed(layers_.begin(), layers_.begin() + static_cast<std::ptrdiff_t>(timed_layers));
   auto ours = [&]() {
-    KernelProducts(h, {Product(y.q_w, y.q_b, q.data_ptr<float>(), qn), Product(y.k_w, y.k_b, k.data_ptr<float>(), kvn),
-                       Product(y.v_w, y.v_b, v.data_ptr<float>(), kvn)});
-    KernelProducts(attn, {Product(y.o_w, y.o_b, x.data_ptr<float>(), e, Op::kAccumulate)});
-    KernelProducts(h, {GatedProduct(y.gate_w, y.gate_b, y.up_w, y.up_b, g.data_ptr<float>(), g.stride(0))});
-    KernelProducts(act, {Product(y.down_w, y.down_b, x.data_ptr<float>(), e, Op::kAccumulate)});
+    for (const Layer& y : timed) {
+      KernelProducts(h, {Product(y.q_w, y.q_b, q.data_ptr<float>(), qn),
+                         Product(y.k_w, y.k_b, k.data_ptr<float>(), kvn), Product(y.v_w, y.v_b, v.data_ptr<float>(), kvn)});
+      KernelProducts(attn, {Product(y.o_w, y.o_b, x.data_ptr<float>(), e, Op::kAccumulate)});
+      KernelProducts(h, {GatedProduct(y.gate_w, y.gate_b, y.up_w, y.up_b, g.data_ptr<float>(), g.stride(0))});
+      KernelProducts(act, {Product(y.down_w, y.down_b, x.data_ptr<float>(), e, Op::kAccumulate)});
+    }
   };
   at::Tensor proj = at::empty({rows, e}, opts);
   auto blas = [&]() {
-    BlasLinear(h, y.q_w, y.q_b, q);
-    BlasLinear(h, y.k_w, y.k_b, k);
-    BlasLinear(h, y.v_w, y.v_b, v);
-    BlasLinear(attn, y.o_w, y.o_b, proj);
-    BlasLinear(h, y.gate_w, y.gate_b, g);
-    BlasLinear(h, y.up_w, y.up_b, u);
-    internal::SiluMulRows(g.data_ptr<float>(), g.stride(0), u.data_ptr<float>(), u.stride(0), rows, g.size(1));
-    BlasLinear(act, y.down_w, y.down_b, proj);
+    for (const Layer& y : timed) {
+      BlasLinear(h, y.q_w, y.q_b, q);
+      BlasLinear(h, y.k_w, y.k_b, k);
+      BlasLinear(h, y.v_w, y.v_b, v);
+      BlasLinear(attn, y.o_w, y.o_b, proj);
+      BlasLinear(h, y.gate_w, y.gate_b, g);
+      BlasLinear(h, y.up_w, y.up_b, u);
+      internal::SiluMulRows(g.data_ptr<float>(), g.stride(0), u.data_ptr<float>(), u.stride(0), rows, g.size(1));
+      BlasLinear(act, y.down_w, y.down_b, proj);
+    }
   };
   auto seconds = [](const auto& fn) {
     const auto start = std::chrono::steady_clock::now();

@@ -60,8 +60,9 @@ class LlamaModel final : public CausalLm {
 
   // Whether our kernel multiplies `rows` rows (options, CPU, and with kAuto the measured crossover).
   bool UseOurKernel(int64_t rows) const;
-  // kAuto: times layer 0's products at `rows` rows with our kernel and with OpenBLAS (best of 3 each); true when
-  // ours is faster.
+  // kAuto: times the products of the first layers (at least 64 MiB of weights, so that they stream from memory as
+  // in a real step) at `rows` rows with our kernel and with OpenBLAS (best of 3 each, interleaved); true when ours
+  // is faster.
   bool MeasureOurKernelFaster(int64_t rows) const;
   // Inference forwards: x [rows, k] contiguous through our kernel (products on the same input in one call).
   void KernelProducts(const at::Tensor& x, std::initializer_list<internal::GemmNtOutput> outputs) const;
