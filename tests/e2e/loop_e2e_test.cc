@@ -1,5 +1,7 @@
 // The loop through the real service binaries on loopback, on the built-in task, shortened to CI size.
 
+#include <stdlib.h>
+
 #include <algorithm>
 #include <map>
 #include <set>
@@ -13,15 +15,18 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/runtime/client.h"
+#include "common/tokenizer/tokenizer.h"
 #include "common/util/file_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "rlhf/v1/labeling.grpc.pb.h"
 #include "rlhf/v1/orchestrator.grpc.pb.h"
+#include "services/orchestrator/run_config.h"
 #include "tests/e2e/local_suite.h"
 #include "tests/testing/labeling_bot.h"
 #include "tests/testing/test_util.h"
+#include "tests/testing/tiny_model.h"
 
 namespace rlhf {
 namespace {
@@ -33,9 +38,10 @@ class LoopTest : public ::testing::Test {
  protected:
   // With `replicas` > 1, that many generation and reward servers, reached through one multi-address target each
   // (as a dns:/// name of a headless Service resolves to every pod).
-  void Start(const v1::RunConfig& config, const std::string& run_id, int replicas = 1) {
+  void Start(const v1::RunConfig& config, const std::string& run_id, int replicas = 1, const std::string& root = "") {
     e2e::LocalSuiteOptions options;
     options.replicas = replicas;
+    options.root = root;
     auto suite = e2e::LocalSuite::Start(config, run_id, options);
     ASSERT_TRUE(suite.ok()) << suite.status();
     suite_ = *std::move(suite);
@@ -160,6 +166,80 @@ TEST_F(LoopTest, ALlamaFamilyLoopRunsEndToEndThroughTheServices) {
   for (int64_t step = 1; step <= 3; ++step) EXPECT_EQ((lines[{"ppo", 1, step}]), 1) << "ppo step " << step;
   // The policy's new weights reached the generation service after every PPO iteration.
   EXPECT_GE(MetricSum("policy-generation", "rlhf_weight_updates_total", "outcome=\"ok\""), 4);
+}
+
+// A user's own chat model and data: a Qwen3 folder with the real Qwen3 tokenizer and chat template
+// (`model { base_model_dir }`), demonstrations, prompts and rankings as conversations ({"messages": [...]}). SFT, the
+// reward model and PPO render them with the folder's template; the rollouts go to the generation service as
+// messages, so the policy's prompts start as the template renders them; the run's reward model judges the evaluation.
+TEST_F(LoopTest, AChatModelAUserBringsTrainsOnConversationsThroughTheLoop) {
+  const char* data_dir = ::getenv("RLHF_DATA_DIR");
+  const std::string tokenizer_dir =
+      std::string(data_dir != nullptr && *data_dir != '\0' ? data_dir : RLHF_TEST_DEFAULT_DATA_DIR) + "/qwen3";
+  const std::string root = testing::MakeTempDir("chat-suite");
+  const std::string inputs = root + "/runs/inputs";  // under the runs root, which the services may read
+  testing::TinyModelOptions model;
+  model.model_type = "qwen3";
+  model.n_layer = 1;
+  model.n_embd = 32;
+  model.n_head = 2;
+  model.n_positions = 128;
+  model.tokenizer_dir = tokenizer_dir;
+  ASSERT_TRUE(testing::WriteTinyModel(inputs + "/qwen3", model).ok());
+  const auto conversation = [](const std::string& question) {
+    return R"({"messages":[{"role":"system","content":"Answer briefly."},{"role":"user","content":")" + question +
+           R"("}])";
+  };
+  std::string sft, prompts, eval, comparisons;
+  for (int i = 0; i < 12; ++i) {
+    const std::string q = absl::StrCat("What is ", i, " plus ", i, "?");
+    const std::string a = absl::StrCat(2 * i);
+    const std::string c = conversation(q);
+    absl::StrAppend(&sft, c.substr(0, c.size() - 1), R"(,{"role":"assistant","content":")", a, "\"}]}\n");
+    absl::StrAppend(&prompts, c, "}\n");
+    absl::StrAppend(&comparisons, c, R"(,"chosen":")", a, R"(","rejected":"I do not know."})", "\n");
+    if (i < 4) absl::StrAppend(&eval, conversation(absl::StrCat("What is ", i, " times 3?")), "}\n");
+  }
+  ASSERT_TRUE(util::WriteFileAtomically(inputs + "/sft.jsonl", sft).ok());
+  ASSERT_TRUE(util::WriteFileAtomically(inputs + "/prompts.jsonl", prompts).ok());
+  ASSERT_TRUE(util::WriteFileAtomically(inputs + "/eval.jsonl", eval).ok());
+  ASSERT_TRUE(util::WriteFileAtomically(inputs + "/comparisons.jsonl", comparisons).ok());
+
+  v1::RunConfig c;
+  c.mutable_task()->set_sft_data_path(inputs + "/sft.jsonl");
+  c.mutable_task()->set_prompts_path(inputs + "/prompts.jsonl");
+  c.mutable_task()->set_eval_prompts_path(inputs + "/eval.jsonl");
+  c.mutable_model()->set_base_model_dir(inputs + "/qwen3");
+  c.mutable_labeler()->mutable_dataset()->set_path(inputs + "/comparisons.jsonl");
+  c.mutable_sft()->mutable_hparams()->set_epochs(1);
+  c.mutable_reward_model()->mutable_hparams()->set_epochs(1);
+  c.mutable_ppo()->set_iterations(2);
+  c.mutable_ppo()->set_prompts_per_iteration(4);
+  c.mutable_ppo()->mutable_sampling()->set_max_new_tokens(8);
+  c.mutable_evaluation()->set_num_prompts(4);
+  c.mutable_evaluation()->mutable_sampling()->set_max_new_tokens(8);
+  ASSERT_NO_FATAL_FAILURE(Start(orchestrator::WithDefaults(c), "chat", 1, root));
+  v1::Run run = WaitForEnd(absl::Minutes(5));
+  ASSERT_EQ(run.state(), v1::RUN_STATE_SUCCEEDED) << run.error_message();
+  EXPECT_EQ(run.evaluation().num_prompts(), 4);
+  // The held-out samples' prompts are the rendered conversations: system turn first, the assistant's turn open.
+  auto samples = util::ReadFile(run_dir_ + "/eval/sft_samples.jsonl");
+  ASSERT_TRUE(samples.ok()) << samples.status();
+  auto tokenizer = tokenizer::LoadTokenizer(tokenizer_dir);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  const Json first = Json::parse(samples->substr(0, samples->find('\n')));
+  auto prompt_text = (*tokenizer)->Decode(first.at("prompt_ids").get<std::vector<int32_t>>());
+  ASSERT_TRUE(prompt_text.ok()) << prompt_text.status();
+  EXPECT_EQ(*prompt_text,
+            "<|im_start|>system\nAnswer briefly.<|im_end|>\n<|im_start|>user\nWhat is 0 times 3?<|im_end|>\n"
+            "<|im_start|>assistant\n");
+  // Every checkpoint carries the folder's tokenizer and chat template.
+  for (const v1::CheckpointRecord& checkpoint : run.checkpoints()) {
+    std::string dir =
+        absl::StartsWith(checkpoint.path(), "/") ? checkpoint.path() : run_dir_ + "/" + checkpoint.path();
+    if (!util::PathExists(dir + "/config.json")) dir += "/policy";
+    EXPECT_TRUE(util::PathExists(dir + "/tokenizer_config.json")) << dir;
+  }
 }
 
 TEST_F(LoopTest, EveryGenerationAndRewardReplicaGetsEveryWeightUpdateAndServesCalls) {
