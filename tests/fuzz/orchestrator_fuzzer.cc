@@ -1,8 +1,8 @@
 // Input: a StartRunRequest (binary), validated as the orchestrator's StartRun handler does it: run id, defaults,
 // every config field, then the confinement of the files and the run folder it names (RunManager::StartRun with
 // validate_only set, so that nothing runs). The answer is OK, INVALID_ARGUMENT (a bad field), PERMISSION_DENIED (a
-// path outside --path_roots / --runs_root) or FAILED_PRECONDITION (a run folder that holds other files); an
-// accepted config, with its defaults filled in, validates again unchanged.
+// path outside --path_roots / --runs_root), NOT_FOUND (a file it names that does not exist) or FAILED_PRECONDITION
+// (a run folder that holds other files); an accepted config, with its defaults filled in, validates again unchanged.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -45,7 +45,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto run = Manager().StartRun(request);
   if (!run.ok()) {
     ExpectOkOr(run.status(), "StartRun(validate_only)",
-               {absl::StatusCode::kInvalidArgument, absl::StatusCode::kPermissionDenied,
+               {absl::StatusCode::kInvalidArgument, absl::StatusCode::kPermissionDenied, absl::StatusCode::kNotFound,
                 absl::StatusCode::kFailedPrecondition});
     return 0;
   }
