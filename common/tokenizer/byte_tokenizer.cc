@@ -5,6 +5,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/tokenizer/utf8.h"
+#include "common/tokenizer/vocab_ids.h"
 #include "common/util/file_util.h"
 #include "common/util/status_macros.h"
 #include "common/util/json_errors.h"
@@ -170,15 +171,10 @@ absl::StatusOr<std::vector<int32_t>> ByteTokenizer::EncodeOrdinary(absl::string_
 }
 
 absl::StatusOr<std::string> ByteTokenizer::Decode(absl::Span<const int32_t> ids) const {
-  const int32_t vocab_size = VocabSize();
+  RETURN_IF_ERROR(internal::CheckIdsInVocabulary(ids, VocabSize()));
   std::string text;
   text.reserve(ids.size());
-  for (size_t i = 0; i < ids.size(); ++i) {
-    const int32_t id = ids[i];
-    if (id < 0 || id >= vocab_size) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("ids[", i, "]=", id, " is outside the vocabulary [0, ", vocab_size, ")"));
-    }
+  for (const int32_t id : ids) {
     if (id < kNumByteIds) {
       text.push_back(static_cast<char>(id));
     } else {

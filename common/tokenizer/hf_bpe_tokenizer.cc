@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "common/tokenizer/byte_level.h"
 #include "common/tokenizer/utf8.h"
+#include "common/tokenizer/vocab_ids.h"
 #include "common/util/file_util.h"
 #include "common/util/status_macros.h"
 #include "common/util/json_errors.h"
@@ -636,23 +637,14 @@ absl::StatusOr<std::vector<int32_t>> HfBpeTokenizer::EncodeOrdinary(absl::string
 }
 
 absl::StatusOr<std::string> HfBpeTokenizer::Decode(absl::Span<const int32_t> ids) const {
-  const int32_t vocab_size = VocabSize();
-  size_t size = 0;
+  RETURN_IF_ERROR(internal::CheckIdsInVocabulary(ids, VocabSize()));
   for (size_t i = 0; i < ids.size(); ++i) {
-    if (ids[i] < 0 || ids[i] >= vocab_size) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("ids[", i, "]=", ids[i], " is outside the vocabulary [0, ", vocab_size, ")"));
-    }
     if (!has_token_[ids[i]]) {
       return absl::InvalidArgumentError(
           absl::StrCat("ids[", i, "]=", ids[i], " is an id no token of the vocabulary has"));
     }
-    size += id_to_bytes_[ids[i]].size();
   }
-  std::string text;
-  text.reserve(size);
-  for (const int32_t id : ids) text += id_to_bytes_[id];
-  return text;
+  return internal::ConcatTokenBytes(ids, id_to_bytes_);
 }
 
 absl::string_view HfBpeTokenizer::TokenBytes(int32_t id) const {

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/tokenizer/utf8.h"
+#include "common/tokenizer/vocab_ids.h"
 #include "common/util/file_util.h"
 #include "common/util/status_macros.h"
 #include "common/util/json_errors.h"
@@ -228,16 +229,11 @@ absl::StatusOr<std::vector<int32_t>> WordTokenizer::EncodeOrdinary(absl::string_
 }
 
 absl::StatusOr<std::string> WordTokenizer::Decode(absl::Span<const int32_t> ids) const {
-  const int32_t vocab_size = VocabSize();
+  RETURN_IF_ERROR(internal::CheckIdsInVocabulary(ids, VocabSize()));
   std::string text;
   for (size_t i = 0; i < ids.size(); ++i) {
-    const int32_t id = ids[i];
-    if (id < 0 || id >= vocab_size) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("ids[", i, "]=", id, " is outside the vocabulary [0, ", vocab_size, ")"));
-    }
     if (i > 0) text.push_back(' ');
-    text += options_.vocab[static_cast<size_t>(id)];
+    text += options_.vocab[static_cast<size_t>(ids[i])];
   }
   return text;
 }
