@@ -24,18 +24,8 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::unique_ptr<CausalLm> LoadOrDie(const std::string& dir, const ModelOptions& options = {}) {
-  auto model = LoadModel(dir, options);
-  EXPECT_TRUE(model.ok()) << model.status();
-  return model.ok() ? std::move(*model) : nullptr;
-}
-
-// max |a - b| over positions where mask [batch, seq] is 1; a, b [batch, seq, ...].
-float MaxMaskedError(const at::Tensor& a, const at::Tensor& b, const at::Tensor& mask) {
-  at::Tensor m = mask.to(at::kBool);
-  while (m.dim() < a.dim()) m = m.unsqueeze(-1);
-  return ((a - b).abs() * m).max().item<float>();
-}
+using testing::LoadOrDie;
+using testing::MaxMaskedError;
 
 ModelConfig SmallConfig() {
   ModelConfig c;

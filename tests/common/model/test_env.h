@@ -10,6 +10,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/model/causal_lm.h"
 #include "common/model/safetensors.h"
 #include "gtest/gtest.h"
 
@@ -45,6 +46,20 @@ inline at::Tensor ReadTensor(const std::string& path, const std::string& name,
   auto t = (*file)->Get(name, options);
   EXPECT_TRUE(t.ok()) << t.status();
   return t.ok() ? *t : at::Tensor();
+}
+
+// LoadModel(dir), failing the test (and returning null) when it fails.
+inline std::unique_ptr<CausalLm> LoadOrDie(const std::string& dir, const ModelOptions& options = {}) {
+  auto model = LoadModel(dir, options);
+  EXPECT_TRUE(model.ok()) << model.status();
+  return model.ok() ? std::move(*model) : nullptr;
+}
+
+// max |a - b| over positions where mask [batch, seq] is 1; a, b [batch, seq, ...].
+inline float MaxMaskedError(const at::Tensor& a, const at::Tensor& b, const at::Tensor& mask) {
+  at::Tensor m = mask.to(at::kBool);
+  while (m.dim() < a.dim()) m = m.unsqueeze(-1);
+  return ((a - b).abs() * m).max().item<float>();
 }
 
 }  // namespace rlhf::model::testing
